@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Idempotent set-up for running and testing the collection on a Debian/Ubuntu machine:
+# host packages, the controller venv, the collection path, the fake NVML library, the target
+# wheelhouse and the target image. Each step says what it does and skips work already done.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$repo"
+cache="$repo/.cache"
+venv="$repo/.venv"
+mkdir -p "$cache"
+
+step() { printf '==> %s\n' "$*"; }
+# Some machines list local file indexes in pip.conf that do not exist; pip warns once per package.
+quiet_pip() { "$venv/bin/python" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+host_packages=(podman runc debootstrap make gcc python3-venv rsync)
+missing=()
+for pkg in "${host_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  step "Installing host packages: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  step "Host packages present (${host_packages[*]})"
+fi
+
+# Podman's default runtime (crun) cannot apply its rlimits or drive hybrid cgroups on some hosts;
+# runc with explicit ulimits boots systemd everywhere we have tried. Scoped to this project through
+# CONTAINERS_CONF, which the Makefile exports; the host's own configuration is left alone.
+requirements_stamp="$venv/.requirements.sha256"
+requirements_hash=$(cat requirements/controller.txt requirements/constraints.txt | sha256sum | cut -d' ' -f1)
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$requirements_stamp" 2>/dev/null)" != "$requirements_hash" ]; then
+  step "Creating the controller venv in .venv (pinned: requirements/controller.txt)"
+  python3 -m venv "$venv"
+  quiet_pip install -q --upgrade pip
+  quiet_pip install -q -r requirements/controller.txt -c requirements/constraints.txt
+  echo "$requirements_hash" >"$requirements_stamp"
+else
+  step "Controller venv is current (.venv)"
+fi
+
+# Ansible finds the collection under <path>/ansible_collections/llmfleet/workstation.
+collection_link="$cache/collections/ansible_collections/llmfleet/workstation"
+if [ "$(readlink "$collection_link" 2>/dev/null)" != "$repo" ]; then
+  step "Linking the collection into .cache/collections"
+  mkdir -p "$(dirname "$collection_link")"
+  ln -sfn "$repo" "$collection_link"
+else
+  step "Collection path is linked (.cache/collections)"
+fi
+
+step "Building the fake libnvidia-ml.so.1 (tests/fake_nvml)"
+make -s -C tests/fake_nvml PYTHON="$venv/bin/python" OUT="$cache/fake_nvml"
+
+# Targets install Python packages from this local wheelhouse, as an offline fleet would.
+wheelhouse="$cache/wheelhouse"
+nvml_py_pin=$(grep -E '^nvidia-ml-py==' requirements/controller.txt)
+if ! ls "$wheelhouse"/nvidia_ml_py-"${nvml_py_pin#*==}"-*.whl >/dev/null 2>&1; then
+  step "Downloading $nvml_py_pin into the target wheelhouse"
+  quiet_pip download -q --no-deps -d "$wheelhouse" "$nvml_py_pin"
+else
+  step "Target wheelhouse is current ($nvml_py_pin)"
+fi
+
+step "Checking the target image (tests/harness/build_image.sh)"
+as_root env CONTAINERS_CONF="$repo/tests/harness/containers.conf" bash tests/harness/build_image.sh
