@@ -12,6 +12,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(REPO)/.cache/collections
 export CONTAINERS_CONF := $(REPO)/tests/harness/containers.conf
 export ANSIBLE_FORCE_COLOR := false
 export PY_COLORS := 0
+export NO_COLOR := 1
 export MOLECULE_NO_LOG := false
 TIMED := $(REPO)/tests/harness/timed.sh
 SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
