@@ -1,0 +1,207 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: llmfleet.workstation contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: gpu_facts
+short_description: Report a workstation's NVIDIA driver, GPUs, PCIe links and power limits
+version_added: 0.1.0
+description:
+  - Reads the NVIDIA driver and every GPU through one NVML session and returns them as
+    C(ansible_facts.llmfleet_gpu) for later roles (engine sizing, tensor parallelism, service checks).
+  - Flags PCIe lane starvation, a GPU running at fewer lanes than it supports (for example x8 of x16),
+    which slows tensor-parallel traffic on pairs without NVLink.
+  - Never changes the host and never calls C(nvidia-smi).
+options:
+  expected_gpu_count:
+    description:
+      - Fail unless NVML reports exactly this many GPUs.
+      - Unset reports whatever is present.
+    type: int
+requirements:
+  - nvidia-ml-py (the C(pynvml) module) on the target
+  - an NVIDIA driver providing C(libnvidia-ml.so.1)
+notes:
+  - Idle GPUs lower their PCIe link B(generation) to save power, so a lower current generation is reported
+    (C(pcie_generation_downshifted)) but not flagged as a fault; only a narrower link B(width) is.
+author:
+  - llmfleet.workstation contributors
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Read the GPUs
+  llmfleet.workstation.gpu_facts:
+
+- name: Require both RTX 3090s
+  llmfleet.workstation.gpu_facts:
+    expected_gpu_count: 2
+
+- name: Show each GPU's PCIe link
+  ansible.builtin.debug:
+    msg: "{{ item.name }}: PCIe gen {{ item.pcie_current_generation }} x{{ item.pcie_current_width }}"
+  loop: "{{ ansible_facts.llmfleet_gpu.gpus }}"
+"""
+
+RETURN = r"""
+ansible_facts:
+  description: Facts set on the host.
+  returned: success
+  type: dict
+  contains:
+    llmfleet_gpu:
+      description: The driver and every GPU NVML reports.
+      returned: success
+      type: dict
+      contains:
+        driver_version:
+          description: NVIDIA driver version.
+          type: str
+          sample: "560.35.03"
+        cuda_driver_version:
+          description: Highest CUDA version the driver supports, or null where NVML does not say.
+          type: str
+          sample: "12.6"
+        nvml_version:
+          description: NVML library version.
+          type: str
+          sample: "12.560.35.03"
+        gpu_count:
+          description: Number of GPUs.
+          type: int
+          sample: 2
+        lane_starved_gpus:
+          description: Indexes of GPUs whose PCIe link is narrower than the GPU supports.
+          type: list
+          elements: int
+          sample: [1]
+        gpus:
+          description: One entry per GPU, by NVML index. Values a GPU does not expose are null.
+          type: list
+          elements: dict
+          sample:
+            - index: 0
+              name: NVIDIA GeForce RTX 3090
+              uuid: GPU-5f0c3d12-8a41-4c7e-9b2d-3090a0000001
+              pci_bus_id: "00000000:01:00.0"
+              memory_total_mib: 24576
+              memory_used_mib: 1
+              pcie_current_generation: 4
+              pcie_max_generation: 4
+              pcie_current_width: 16
+              pcie_max_width: 16
+              pcie_lane_starved: false
+              pcie_generation_downshifted: false
+              persistence_mode: true
+              power_limit_w: 350.0
+              power_default_limit_w: 350.0
+              power_min_limit_w: 100.0
+              power_max_limit_w: 400.0
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.llmfleet.workstation.plugins.module_utils.nvml import (
+    HAS_PYNVML,
+    PYNVML_IMPORT_ERROR,
+    NvmlError,
+    NvmlSession,
+    milliwatts_to_watts,
+)
+
+MIB = 1024 * 1024
+
+
+def read_gpu(session, gpu):
+    """Everything gpu_facts reports about one GPU."""
+    memory = session.call(gpu.label, "nvmlDeviceGetMemoryInfo", gpu.handle)
+    current_gen = session.optional(gpu.label, "nvmlDeviceGetCurrPcieLinkGeneration", gpu.handle)
+    max_gen = session.optional(gpu.label, "nvmlDeviceGetMaxPcieLinkGeneration", gpu.handle)
+    current_width = session.optional(gpu.label, "nvmlDeviceGetCurrPcieLinkWidth", gpu.handle)
+    max_width = session.optional(gpu.label, "nvmlDeviceGetMaxPcieLinkWidth", gpu.handle)
+    persistence = session.optional(gpu.label, "nvmlDeviceGetPersistenceMode", gpu.handle)
+    constraints = session.optional(gpu.label, "nvmlDeviceGetPowerManagementLimitConstraints", gpu.handle)
+    facts = gpu.identity()
+    facts.update(
+        memory_total_mib=int(memory.total // MIB),
+        memory_used_mib=int(memory.used // MIB),
+        pcie_current_generation=current_gen,
+        pcie_max_generation=max_gen,
+        pcie_current_width=current_width,
+        pcie_max_width=max_width,
+        pcie_lane_starved=bool(current_width is not None and max_width and current_width < max_width),
+        pcie_generation_downshifted=bool(current_gen is not None and max_gen and current_gen < max_gen),
+        persistence_mode=None if persistence is None else persistence == 1,
+        power_limit_w=milliwatts_to_watts(session.optional(gpu.label, "nvmlDeviceGetEnforcedPowerLimit", gpu.handle)),
+        power_default_limit_w=milliwatts_to_watts(
+            session.optional(gpu.label, "nvmlDeviceGetPowerManagementDefaultLimit", gpu.handle)
+        ),
+        power_min_limit_w=milliwatts_to_watts(constraints[0]) if constraints else None,
+        power_max_limit_w=milliwatts_to_watts(constraints[1]) if constraints else None,
+    )
+    return facts
+
+
+def collect_gpu_facts(session):
+    gpus = [read_gpu(session, gpu) for gpu in session.gpus()]
+    return {
+        "driver_version": session.driver_version(),
+        "cuda_driver_version": session.cuda_driver_version(),
+        "nvml_version": session.nvml_version(),
+        "gpu_count": len(gpus),
+        "lane_starved_gpus": [gpu["index"] for gpu in gpus if gpu["pcie_lane_starved"]],
+        "gpus": gpus,
+    }
+
+
+def run(params, session):
+    """Read the facts and judge them against params; returns the module result."""
+    facts = collect_gpu_facts(session)
+    result = {"changed": False, "ansible_facts": {"llmfleet_gpu": facts}, "warnings": []}
+    for gpu in facts["gpus"]:
+        if gpu["pcie_lane_starved"]:
+            result["warnings"].append(
+                "GPU %d (%s, %s) runs PCIe x%d of x%d: move it to a slot wired for x%d, or expect slower "
+                "tensor-parallel traffic over PCIe" % (gpu["index"], gpu["name"], gpu["pci_bus_id"],
+                                                       gpu["pcie_current_width"], gpu["pcie_max_width"],
+                                                       gpu["pcie_max_width"])
+            )
+    expected = params.get("expected_gpu_count")
+    if expected is not None and facts["gpu_count"] != expected:
+        seen = ", ".join("%d: %s" % (gpu["index"], gpu["name"]) for gpu in facts["gpus"]) or "none"
+        result["failed"] = True
+        result["msg"] = (
+            "Expected %d GPUs, NVML reports %d (%s). Check that every card is seated and powered (both PCIe "
+            "power connectors), that it shows in lspci, and that nvidia-smi lists it" % (expected, facts["gpu_count"], seen)
+        )
+    return result
+
+
+def main():
+    module = AnsibleModule(argument_spec={"expected_gpu_count": {"type": "int"}}, supports_check_mode=True)
+    if not HAS_PYNVML:
+        module.fail_json(msg=missing_required_lib("nvidia-ml-py"), exception=PYNVML_IMPORT_ERROR)
+    try:
+        with NvmlSession() as session:
+            result = run(module.params, session)
+    except NvmlError as error:
+        module.fail_json(msg=str(error), changed=False)
+    for warning in result.pop("warnings"):
+        module.warn(warning)
+    if result.get("failed"):
+        module.fail_json(**result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
