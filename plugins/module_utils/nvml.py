@@ -12,9 +12,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional  # noqa: F401  (used by the type comments)
 
 try:
     import pynvml
@@ -177,8 +178,9 @@ class NvmlSession:
                 if isinstance(cls, type)
             )
             if driver_missing and isinstance(error, driver_missing):
-                raise NvmlError("%s (NVML: %s)" % (DRIVER_NOT_LOADED, to_text(str(error))))
-            raise NvmlError("NVML could not start: %s. Check the driver with nvidia-smi" % to_text(str(error)))
+                raise NvmlError("%s (NVML: %s)" % (DRIVER_NOT_LOADED, to_text(str(error)))) from error
+            detail = to_text(str(error))
+            raise NvmlError("NVML could not start: %s. Check the driver with nvidia-smi" % detail) from error
         self._open = True
         return self
 
@@ -186,10 +188,8 @@ class NvmlSession:
         # type: (Any) -> None
         if self._open:
             self._open = False
-            try:
+            with contextlib.suppress(pynvml.NVMLError):  # a failed shutdown changes nothing the module reports
                 pynvml.nvmlShutdown()
-            except pynvml.NVMLError:
-                pass  # a failed shutdown changes nothing the module reports
 
     # ---- generic readers ------------------------------------------------------------------
 
@@ -199,7 +199,7 @@ class NvmlSession:
         try:
             return getattr(pynvml, function_name)(*args)
         except pynvml.NVMLError as error:
-            raise NvmlError("NVML %s failed on %s: %s" % (function_name, where, to_text(str(error))))
+            raise NvmlError("NVML %s failed on %s: %s" % (function_name, where, to_text(str(error)))) from error
 
     def optional(self, where, function_name, *args):
         # type: (str, str, Any) -> Any
@@ -212,7 +212,7 @@ class NvmlSession:
         except pynvml.NVMLError as error:
             if _is_unavailable(error):
                 return None
-            raise NvmlError("NVML %s failed on %s: %s" % (function_name, where, to_text(str(error))))
+            raise NvmlError("NVML %s failed on %s: %s" % (function_name, where, to_text(str(error)))) from error
 
     # ---- system -----------------------------------------------------------------------------
 
@@ -259,7 +259,7 @@ class NvmlSession:
                 if _is_unavailable(error):
                     return None if link == 0 else link
                 raise NvmlError("NVML nvmlDeviceGetNvLinkState failed on %s link %d: %s"
-                                % (gpu.label, link, to_text(str(error))))
+                                % (gpu.label, link, to_text(str(error)))) from error
         return NVLINK_MAX_LINKS
 
     def nvlink_link(self, gpu, link):

@@ -182,7 +182,8 @@ def run(params, session):
         result["failed"] = True
         result["msg"] = (
             "Expected %d GPUs, NVML reports %d (%s). Check that every card is seated and powered (both PCIe "
-            "power connectors), that it shows in lspci, and that nvidia-smi lists it" % (expected, facts["gpu_count"], seen)
+            "power connectors), that it shows in lspci, and that nvidia-smi lists it"
+            % (expected, facts["gpu_count"], seen)
         )
     return result
 

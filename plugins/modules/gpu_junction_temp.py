@@ -200,7 +200,8 @@ def heat_problems(facts, params):
     problems = []
     for gpu in facts["gpus"]:
         if gpu["core_temp_c"] is not None and gpu["core_temp_c"] > params["max_core_temp_c"]:
-            problems.append("%s core at %d C, limit %d C" % (describe(gpu), gpu["core_temp_c"], params["max_core_temp_c"]))
+            problems.append("%s core at %d C, limit %d C"
+                            % (describe(gpu), gpu["core_temp_c"], params["max_core_temp_c"]))
         if gpu["memory_temp_c"] is not None and gpu["memory_temp_c"] > params["max_memory_temp_c"]:
             problems.append("%s memory junction at %d C, limit %d C" % (describe(gpu), gpu["memory_temp_c"],
                                                                       params["max_memory_temp_c"]))

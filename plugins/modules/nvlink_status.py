@@ -176,12 +176,16 @@ def read_gpu_links(session, gpu):
     active = [link for link in links if link["active"]]
     per_link = link_bidirectional_gbps(active[0]["version"], len(links)) if active else None
     facts = gpu.identity()
+    if per_link:
+        bandwidth = round(per_link * len(active), 3)
+    else:
+        bandwidth = 0.0 if links else None  # links all down: zero; no NVLink at all: not applicable
     facts.update(
         nvlink_supported=link_count is not None,
         link_count=link_count or 0,
         active_links=len(active),
         inactive_links=[link["link"] for link in links if not link["active"]],
-        estimated_bidirectional_bandwidth_gbps=round(per_link * len(active), 3) if per_link else (0.0 if links else None),
+        estimated_bidirectional_bandwidth_gbps=bandwidth,
         links=links,
     )
     return facts
@@ -248,7 +252,8 @@ def evaluate(facts, params):
         if gpu["active_links"] < required:
             link_problems.append(
                 "%s has %d of %d NVLink links active, %d required (links %s inactive)"
-                % (describe(gpu), gpu["active_links"], gpu["link_count"], required, format_ranges(gpu["inactive_links"]))
+                % (describe(gpu), gpu["active_links"], gpu["link_count"], required,
+                   format_ranges(gpu["inactive_links"]))
             )
     if link_problems:
         problems.append("; ".join(link_problems) + ". " + RESEAT_FIX)

@@ -48,7 +48,8 @@ def run_module(module, args=None, check=False):
     try:
         report = json.loads(completed.stdout)
     except ValueError:
-        pytest.fail("ansible printed no JSON (rc %s): %s %s" % (completed.returncode, completed.stdout, completed.stderr))
+        pytest.fail("ansible printed no JSON (rc %s): %s %s"
+                    % (completed.returncode, completed.stdout, completed.stderr))
     return report["plays"][0]["tasks"][0]["hosts"][HOST_NAME]
 
 

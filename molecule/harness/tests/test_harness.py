@@ -58,7 +58,8 @@ def test_probe_port_answers(host):
 def pynvml_path(host):
     """Unpack nvidia-ml-py from the target's wheelhouse; the harness itself installs nothing for Python."""
     unpacked = host.run(
-        "rm -rf /tmp/pynvml-probe && python3 -m zipfile -e /var/cache/llmfleet-wheels/nvidia_ml_py-*.whl /tmp/pynvml-probe"
+        "rm -rf /tmp/pynvml-probe && "
+        "python3 -m zipfile -e /var/cache/llmfleet-wheels/nvidia_ml_py-*.whl /tmp/pynvml-probe"
     )
     assert unpacked.rc == 0, unpacked.stderr
     return "/tmp/pynvml-probe"

@@ -1,0 +1,246 @@
+"""Shared fixtures: the collection on sys.path, and pynvml mocked function by function.
+
+`fake_nvml` replaces the pynvml functions our code calls with small Python functions that answer
+from a description of GPUs and raise pynvml's own NVMLError subclasses where real NVML would
+(NotSupported, InvalidArgument past the last link, DriverNotLoaded, ...).
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _collection_root():
+    """A directory holding ansible_collections/llmfleet/workstation -> this checkout."""
+    root = REPO / ".cache" / "collections"
+    link = root / "ansible_collections" / "llmfleet" / "workstation"
+    if not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(REPO, link)
+    return root
+
+
+sys.path.insert(0, str(_collection_root()))
+
+import pynvml  # noqa: E402  (after the path set-up, like every import of the collection)
+from ansible.module_utils.testing import patch_module_args  # noqa: E402
+
+
+def nvml_error(code):
+    """The exception real pynvml raises for an NVML return code (a subclass chosen by code)."""
+    return pynvml.NVMLError(code)
+
+
+class Field:
+    def __init__(self, status, value=0):
+        self.nvmlReturn = status
+        self.value = type("Value", (), {"uiVal": value})()
+
+
+class Pci:
+    def __init__(self, bus_id):
+        self.busId = bus_id
+
+
+class Memory:
+    def __init__(self, total_mib, used_mib):
+        self.total = total_mib * 1024 * 1024
+        self.used = used_mib * 1024 * 1024
+        self.free = self.total - self.used
+
+
+def gpu(name="NVIDIA GeForce RTX 3090", bus_id="00000000:01:00.0", links=None, **overrides):
+    """One GPU description; `links` is a list of dicts (state/version/remote/...) or None for no NVLink."""
+    description = {
+        "name": name,
+        "uuid": "GPU-%s" % bus_id.replace(":", "").replace(".", ""),
+        "bus_id": bus_id,
+        "memory_mib": (24576, 1),
+        "pcie": (4, 4, 16, 16),
+        "persistence": 1,
+        "power_mw": {"usage": 30000, "enforced": 350000, "default": 350000, "constraints": (100000, 400000)},
+        "fan": 30,
+        "core_c": 40,
+        "memory_c": None,
+        "thresholds": {0: 98, 1: 95, 3: 93},
+        "reasons": 0x1,
+        "links": links,
+    }
+    description.update(overrides)
+    return description
+
+
+def bridge_links(remote_bus_id, count=4, active=True, version=4, remote_type=0, errors=0):
+    return [
+        {"active": active, "version": version, "remote": remote_bus_id, "type": remote_type, "p2p": 1 if active else 0,
+         "errors": errors}
+        for _ in range(count)
+    ]
+
+
+def dual_3090(active=True, **overrides):
+    return [
+        gpu(bus_id="00000000:01:00.0", links=bridge_links("00000000:21:00.0", active=active), **overrides),
+        gpu(bus_id="00000000:21:00.0", links=bridge_links("00000000:01:00.0", active=active), **overrides),
+    ]
+
+
+class FakeNvml:
+    """Installs function-level replacements for pynvml's API on the real pynvml module."""
+
+    def __init__(self, monkeypatch):
+        self.monkeypatch = monkeypatch
+        self.gpus = []
+        self.p2p = {}  # (i, j) -> status code for the NVLink caps index
+        self.topology = {}
+        self.init_error = None
+        self.driver = "560.35.03"
+        self.cuda = 12060
+        self.calls = []
+        self.shutdowns = 0
+
+    def handle(self, index):
+        return ("handle", index)
+
+    def _gpu(self, handle):
+        return self.gpus[handle[1]]
+
+    def install(self, gpus, **settings):
+        self.gpus = gpus
+        for key, value in settings.items():
+            setattr(self, key, value)
+        patch = self.monkeypatch.setattr
+        patch(pynvml, "nvmlInit", self.init)
+        patch(pynvml, "nvmlShutdown", self.shutdown)
+        patch(pynvml, "nvmlSystemGetDriverVersion", lambda: self.driver)
+        patch(pynvml, "nvmlSystemGetCudaDriverVersion", lambda: self.cuda)
+        patch(pynvml, "nvmlSystemGetNVMLVersion", lambda: "12." + self.driver)
+        patch(pynvml, "nvmlDeviceGetCount", lambda: len(self.gpus))
+        patch(pynvml, "nvmlDeviceGetHandleByIndex", self.get_handle)
+        for name, reader in {
+            "nvmlDeviceGetName": lambda g: g["name"],
+            "nvmlDeviceGetUUID": lambda g: g["uuid"],
+            "nvmlDeviceGetPciInfo": lambda g: Pci(g["bus_id"]),
+            "nvmlDeviceGetMemoryInfo": lambda g: Memory(*g["memory_mib"]),
+            "nvmlDeviceGetPersistenceMode": lambda g: g["persistence"],
+            "nvmlDeviceGetCurrPcieLinkGeneration": lambda g: g["pcie"][0],
+            "nvmlDeviceGetMaxPcieLinkGeneration": lambda g: g["pcie"][1],
+            "nvmlDeviceGetCurrPcieLinkWidth": lambda g: g["pcie"][2],
+            "nvmlDeviceGetMaxPcieLinkWidth": lambda g: g["pcie"][3],
+            "nvmlDeviceGetPowerUsage": lambda g: g["power_mw"]["usage"],
+            "nvmlDeviceGetEnforcedPowerLimit": lambda g: g["power_mw"]["enforced"],
+            "nvmlDeviceGetPowerManagementDefaultLimit": lambda g: g["power_mw"]["default"],
+            "nvmlDeviceGetPowerManagementLimitConstraints": lambda g: g["power_mw"]["constraints"],
+            "nvmlDeviceGetFanSpeed": lambda g: g["fan"],
+            "nvmlDeviceGetCurrentClocksEventReasons": lambda g: g["reasons"],
+        }.items():
+            patch(pynvml, name, self.device_reader(name, reader))
+        patch(pynvml, "nvmlDeviceGetTemperature", self.device_reader("temp", lambda g: g["core_c"]))
+        patch(pynvml, "nvmlDeviceGetTemperatureThreshold", self.threshold)
+        patch(pynvml, "nvmlDeviceGetFieldValues", self.field_values)
+        patch(pynvml, "nvmlDeviceGetNvLinkState", self.link_reader(lambda link, *_: 1 if link["active"] else 0))
+        patch(pynvml, "nvmlDeviceGetNvLinkVersion", self.link_reader(lambda link, *_: link["version"]))
+        patch(pynvml, "nvmlDeviceGetNvLinkRemotePciInfo", self.link_reader(lambda link, *_: Pci(link["remote"])))
+        patch(pynvml, "nvmlDeviceGetNvLinkRemoteDeviceType", self.link_reader(lambda link, *_: link["type"]))
+        patch(pynvml, "nvmlDeviceGetNvLinkCapability", self.link_reader(lambda link, *_: link["p2p"]))
+        patch(pynvml, "nvmlDeviceGetNvLinkErrorCounter", self.link_reader(self.error_counter))
+        patch(pynvml, "nvmlDeviceGetP2PStatus", self.p2p_status)
+        patch(pynvml, "nvmlDeviceGetTopologyCommonAncestor", self.common_ancestor)
+        return self
+
+    # ---- replacements ----
+    def init(self):
+        self.calls.append("init")
+        if self.init_error is not None:
+            raise nvml_error(self.init_error)
+
+    def shutdown(self):
+        self.shutdowns += 1
+
+    def get_handle(self, index):
+        if index >= len(self.gpus):
+            raise nvml_error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return self.handle(index)
+
+    def device_reader(self, name, reader):
+        def read(handle, *args):
+            value = reader(self._gpu(handle))
+            if isinstance(value, Exception):
+                raise value
+            if value is None:
+                raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+            return value
+        return read
+
+    def threshold(self, handle, kind):
+        value = self._gpu(handle)["thresholds"].get(kind)
+        if value is None:
+            raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return value
+
+    def field_values(self, handle, field_ids):
+        value = self._gpu(handle)["memory_c"]
+        assert field_ids == [pynvml.NVML_FI_DEV_MEMORY_TEMP]
+        # Real NVML: the call succeeds and reports NotSupported inside the field.
+        if value is None:
+            return [Field(pynvml.NVML_ERROR_NOT_SUPPORTED)]
+        return [Field(pynvml.NVML_SUCCESS, value() if callable(value) else value)]
+
+    def link_reader(self, reader):
+        def read(handle, link, *args):
+            links = self._gpu(handle)["links"]
+            if links is None:
+                raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+            if link >= len(links):
+                raise nvml_error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            value = reader(links[link], *args)
+            if value is None:
+                raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+            return value
+        return read
+
+    @staticmethod
+    def error_counter(link, counter=0):
+        return link["errors"] if link["errors"] is None or isinstance(link["errors"], int) else link["errors"][counter]
+
+    def p2p_status(self, first, second, index):
+        assert index == pynvml.NVML_P2P_CAPS_INDEX_NVLINK
+        pair = tuple(sorted((first[1], second[1])))
+        default = 0 if all(self.gpus[i]["links"] and self.gpus[i]["links"][0]["active"] for i in pair) else 5
+        return self.p2p.get(pair, default)
+
+    def common_ancestor(self, first, second):
+        return self.topology.get(tuple(sorted((first[1], second[1]))), pynvml.NVML_TOPOLOGY_HOSTBRIDGE)
+
+
+@pytest.fixture
+def fake_nvml(monkeypatch):
+    return FakeNvml(monkeypatch)
+
+
+class ModuleExit(Exception):
+    """exit_json/fail_json ended the module; .result holds what it returned."""
+
+    def __init__(self, result):
+        super().__init__(result)
+        self.result = result
+
+
+@pytest.fixture
+def run_module(capsys):
+    """Run a module's main() with args; return its JSON result (exit_json or fail_json)."""
+
+    def run(module, args=None, check_mode=False):
+        arguments = dict(args or {})
+        if check_mode:
+            arguments["_ansible_check_mode"] = True
+        with patch_module_args(arguments), pytest.raises(SystemExit):
+            module.main()
+        return json.loads(capsys.readouterr().out)
+
+    return run
