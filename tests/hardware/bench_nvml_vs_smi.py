@@ -1,0 +1,76 @@
+"""Time the gate modules' NVML reads against the nvidia-smi calls that give the same figures.
+
+Usage: bench_nvml_vs_smi.py [RUNS]   (needs nvidia-smi, pynvml, ansible-core importable, and the
+collection importable as ansible_collections.llmfleet.workstation, as check_gates.sh arranges)
+Prints medians and the ratio, and a JSON line for the docs.
+"""
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+from ansible_collections.llmfleet.workstation.plugins.module_utils.nvml import NvmlSession
+from ansible_collections.llmfleet.workstation.plugins.modules import gpu_facts, gpu_junction_temp, nvlink_status
+
+SMI_COMMANDS = (
+    ["nvidia-smi", "--query-gpu=index,name,uuid,pci.bus_id,driver_version,memory.total,temperature.gpu,"
+     "temperature.memory,pcie.link.gen.current,pcie.link.gen.max,pcie.link.width.current,pcie.link.width.max,"
+     "persistence_mode,power.draw,power.limit,fan.speed", "--format=csv,noheader,nounits"],
+    ["nvidia-smi", "nvlink", "--status"],
+    ["nvidia-smi", "nvlink", "-e"],
+    ["nvidia-smi", "topo", "-m"],
+    ["nvidia-smi", "topo", "-p2p", "n"],
+)
+THERMAL_DEFAULTS = {"max_core_temp_c": 85, "max_memory_temp_c": 100, "memory_temp_unavailable": "ignore",
+                    "fail_on_thermal_throttle": True, "wait_for_cooldown": False, "cooldown_timeout": 0,
+                    "poll_interval": 1}
+NVLINK_DEFAULTS = {"expected_gpu_count": None, "min_active_links": None, "require_nvlink": True,
+                   "require_p2p": True, "fail_on_errors": False}
+
+
+def module_reads():
+    """What the three modules read, in one NVML session each, as the gpu_gates role runs them."""
+    with NvmlSession() as session:
+        gpu_facts.run({"expected_gpu_count": None}, session)
+    with NvmlSession() as session:
+        nvlink_status.run(NVLINK_DEFAULTS, session)
+    with NvmlSession() as session:
+        gpu_junction_temp.run(THERMAL_DEFAULTS, session)
+
+
+def smi_reads():
+    for command in SMI_COMMANDS:
+        subprocess.run(command, capture_output=True, check=False)
+
+
+def timed(function, runs):
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        function()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def main(runs):
+    module_reads()  # warm the library load, as a long-running play would have
+    nvml = timed(module_reads, runs)
+    smi = timed(smi_reads, runs)
+    result = {
+        "runs": runs,
+        "nvml_median_ms": round(statistics.median(nvml) * 1000, 1),
+        "nvml_min_ms": round(min(nvml) * 1000, 1),
+        "nvidia_smi_median_ms": round(statistics.median(smi) * 1000, 1),
+        "nvidia_smi_min_ms": round(min(smi) * 1000, 1),
+    }
+    result["ratio"] = round(result["nvidia_smi_median_ms"] / result["nvml_median_ms"], 1)
+    print("NVML (three modules' reads): median %.1f ms; nvidia-smi (%d calls, same figures): median %.1f ms; "
+          "nvidia-smi takes %.1fx as long" % (result["nvml_median_ms"], len(SMI_COMMANDS),
+                                              result["nvidia_smi_median_ms"], result["ratio"]))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 20)

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Run the gate modules on a machine with real NVIDIA GPUs and compare every figure with nvidia-smi.
+#
+# Needs: python3 with nvidia-ml-py, nvidia-smi, and ansible-core either installed or as wheels in
+# $WHEEL_DIR (ansible-core, resolvelib, cryptography, cffi, pycparser, jinja2, MarkupSafe, PyYAML,
+# packaging: about 8 MB for Python 3.12). Writes raw outputs and report.md to $OUT (default /tmp/hw-out).
+# Exits non-zero when a figure differs.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+out=${OUT:-/tmp/hw-out}
+mkdir -p "$out"
+export LC_ALL=C.UTF-8 LANG=C.UTF-8
+python=${PYTHON:-$(command -v python3)}
+
+if ! "$python" -c 'import ansible' 2>/dev/null; then
+  wheels=${WHEEL_DIR:-$repo/.whl}
+  echo "==> Installing ansible-core from $wheels into /tmp/llmfleet-site"
+  "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/llmfleet-site "$wheels"/*.whl
+  export PYTHONPATH=/tmp/llmfleet-site${PYTHONPATH:+:$PYTHONPATH}
+  export PATH=/tmp/llmfleet-site/bin:$PATH
+fi
+collections=$(mktemp -d)
+mkdir -p "$collections/ansible_collections/llmfleet"
+ln -s "$repo" "$collections/ansible_collections/llmfleet/workstation"
+export ANSIBLE_COLLECTIONS_PATH=$collections ANSIBLE_LOAD_CALLBACK_PLUGINS=1 ANSIBLE_STDOUT_CALLBACK=json
+export ANSIBLE_LOCALHOST_WARNING=false ANSIBLE_INVENTORY_UNPARSED_WARNING=false ANSIBLE_HOME=$collections/home
+
+echo "==> $(nvidia-smi --query-gpu=name --format=csv,noheader | sort | uniq -c | xargs), driver $(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1)"
+for module in gpu_facts nvlink_status gpu_junction_temp; do
+  echo "==> ansible localhost -m llmfleet.workstation.$module"
+  # A failing gate still returns its facts; the comparison needs them either way.
+  ansible localhost -c local -e "ansible_python_interpreter=$python" -m "llmfleet.workstation.$module" \
+    >"$out/$module.json" 2>"$out/$module.stderr" || echo "    (the gate failed; see $module.json)"
+done
+
+echo "==> nvidia-smi"
+nvidia-smi --query-gpu=index,name,uuid,pci.bus_id,driver_version,memory.total,temperature.gpu,temperature.memory,pcie.link.gen.current,pcie.link.gen.max,pcie.link.width.current,pcie.link.width.max,persistence_mode,power.limit,fan.speed \
+  --format=csv,noheader,nounits >"$out/smi_query.csv"
+nvidia-smi --query-gpu=index,clocks_event_reasons.active --format=csv,noheader >"$out/smi_reasons.csv" 2>/dev/null \
+  || nvidia-smi --query-gpu=index,clocks_throttle_reasons.active --format=csv,noheader >"$out/smi_reasons.csv"
+nvidia-smi nvlink --status >"$out/smi_nvlink_status.txt" 2>&1 || true
+nvidia-smi topo -m >"$out/smi_topo.txt" 2>&1 || true
+nvidia-smi >"$out/smi.txt" 2>&1 || true
+
+status=0
+"$python" "$repo/tests/hardware/compare_with_nvidia_smi.py" "$out" || status=$?
+
+echo "==> Timing NVML reads against nvidia-smi"
+PYTHONPATH=$collections${PYTHONPATH:+:$PYTHONPATH} "$python" "$repo/tests/hardware/bench_nvml_vs_smi.py" "${BENCH_RUNS:-20}" \
+  | tee "$out/bench.txt"
+exit $status
