@@ -5,11 +5,14 @@ collection importable as ansible_collections.llmfleet.workstation, as check_gate
 Prints medians and the ratio, and a JSON line for the docs.
 """
 
+import collections
 import json
 import statistics
 import subprocess
 import sys
 import time
+
+import pynvml
 
 from ansible_collections.llmfleet.workstation.plugins.module_utils.nvml import NvmlSession
 from ansible_collections.llmfleet.workstation.plugins.modules import gpu_facts, gpu_junction_temp, nvlink_status
@@ -40,6 +43,14 @@ def module_reads():
         gpu_junction_temp.run(THERMAL_DEFAULTS, session)
 
 
+def module_reads_one_session():
+    """The same reads in a single session: shows how much of the time is NVML's own start-up."""
+    with NvmlSession() as session:
+        gpu_facts.run({"expected_gpu_count": None}, session)
+        nvlink_status.run(NVLINK_DEFAULTS, session)
+        gpu_junction_temp.run(THERMAL_DEFAULTS, session)
+
+
 def smi_reads():
     for command in SMI_COMMANDS:
         subprocess.run(command, capture_output=True, check=False)
@@ -54,22 +65,55 @@ def timed(function, runs):
     return samples
 
 
+def profile_calls():
+    """Time every pynvml call one session makes; returns {function: (calls, total ms)}."""
+    totals = collections.defaultdict(lambda: [0, 0.0])
+    originals = {name: getattr(pynvml, name) for name in dir(pynvml)
+                 if name.startswith("nvml") and callable(getattr(pynvml, name))}
+
+    def timed_call(name, function):
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                totals[name][0] += 1
+                totals[name][1] += (time.perf_counter() - started) * 1000
+        return wrapper
+
+    for name, function in originals.items():
+        setattr(pynvml, name, timed_call(name, function))
+    try:
+        module_reads_one_session()
+    finally:
+        for name, function in originals.items():
+            setattr(pynvml, name, function)
+    return {name: (calls, round(total, 2)) for name, (calls, total) in
+            sorted(totals.items(), key=lambda item: -item[1][1])}
+
+
 def main(runs):
     module_reads()  # warm the library load, as a long-running play would have
     nvml = timed(module_reads, runs)
+    one_session = timed(module_reads_one_session, runs)
     smi = timed(smi_reads, runs)
     result = {
         "runs": runs,
         "nvml_median_ms": round(statistics.median(nvml) * 1000, 1),
         "nvml_min_ms": round(min(nvml) * 1000, 1),
+        "nvml_one_session_median_ms": round(statistics.median(one_session) * 1000, 1),
         "nvidia_smi_median_ms": round(statistics.median(smi) * 1000, 1),
         "nvidia_smi_min_ms": round(min(smi) * 1000, 1),
     }
     result["ratio"] = round(result["nvidia_smi_median_ms"] / result["nvml_median_ms"], 1)
+    print("NVML in one session: median %.1f ms" % result["nvml_one_session_median_ms"])
     print("NVML (three modules' reads): median %.1f ms; nvidia-smi (%d calls, same figures): median %.1f ms; "
           "nvidia-smi takes %.1fx as long" % (result["nvml_median_ms"], len(SMI_COMMANDS),
                                               result["nvidia_smi_median_ms"], result["ratio"]))
     print(json.dumps(result))
+    print("Where one session's time goes (calls, ms):")
+    for name, (calls, total) in list(profile_calls().items())[:12]:
+        print("  %-45s %4d calls %8.1f ms" % (name, calls, total))
 
 
 if __name__ == "__main__":

@@ -22,16 +22,13 @@ fi
 collections=$(mktemp -d)
 mkdir -p "$collections/ansible_collections/llmfleet"
 ln -s "$repo" "$collections/ansible_collections/llmfleet/workstation"
-export ANSIBLE_COLLECTIONS_PATH=$collections ANSIBLE_LOAD_CALLBACK_PLUGINS=1 ANSIBLE_STDOUT_CALLBACK=json
+export ANSIBLE_COLLECTIONS_PATH=$collections
 export ANSIBLE_LOCALHOST_WARNING=false ANSIBLE_INVENTORY_UNPARSED_WARNING=false ANSIBLE_HOME=$collections/home
 
 echo "==> $(nvidia-smi --query-gpu=name --format=csv,noheader | sort | uniq -c | xargs), driver $(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1)"
-for module in gpu_facts nvlink_status gpu_junction_temp; do
-  echo "==> ansible localhost -m llmfleet.workstation.$module"
-  # A failing gate still returns its facts; the comparison needs them either way.
-  ansible localhost -c local -e "ansible_python_interpreter=$python" -m "llmfleet.workstation.$module" \
-    >"$out/$module.json" 2>"$out/$module.stderr" || echo "    (the gate failed; see $module.json)"
-done
+echo "==> ansible-playbook tests/hardware/run_gates.yml (gpu_facts, nvlink_status, gpu_junction_temp)"
+ansible-playbook -i localhost, -e "ansible_python_interpreter=$python out=$out" "$repo/tests/hardware/run_gates.yml" \
+  >"$out/ansible.log" 2>&1 || { tail -n 30 "$out/ansible.log"; exit 1; }
 
 echo "==> nvidia-smi"
 nvidia-smi --query-gpu=index,name,uuid,pci.bus_id,driver_version,memory.total,temperature.gpu,temperature.memory,pcie.link.gen.current,pcie.link.gen.max,pcie.link.width.current,pcie.link.width.max,persistence_mode,power.limit,fan.speed \
@@ -48,4 +45,5 @@ status=0
 echo "==> Timing NVML reads against nvidia-smi"
 PYTHONPATH=$collections${PYTHONPATH:+:$PYTHONPATH} "$python" "$repo/tests/hardware/bench_nvml_vs_smi.py" "${BENCH_RUNS:-20}" \
   | tee "$out/bench.txt"
+tar -C "$out" -czf "$out.tar.gz" . && mv "$out.tar.gz" "$out/raw.tar.gz"
 exit $status

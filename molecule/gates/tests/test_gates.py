@@ -39,9 +39,10 @@ def run_module(module, args=None, check=False):
     command = [
         "ansible", "-i", INVENTORY, HOST_NAME,
         "-m", "llmfleet.workstation.%s" % module,
-        "-a", json.dumps(args or {}),
         "-e", "ansible_python_interpreter=%s" % GATES_PYTHON,
     ]
+    if args:  # an empty "{}" would be taken as raw parameters, which modules refuse
+        command += ["-a", json.dumps(args)]
     if check:
         command.append("--check")
     completed = subprocess.run(command, capture_output=True, text=True, env=ansible_env(), check=False)

@@ -16,6 +16,7 @@
 # Two channels come out, each a complete flat repository:
 #   DIR/channels/base            what the role installs from
 #   DIR/channels/point-release   base plus 560.35.05, a newer release of branch 560 (the test shows the hold keeps it out)
+# and DIR/channels.tar holding both, for copying into targets.
 #
 # Idempotent: a stamp of the inputs skips the build when nothing changed. Needs dpkg-deb, dpkg-scanpackages
 # (package dpkg-dev) and gpg. The last line printed is "built" or "unchanged".
@@ -56,12 +57,12 @@ headers_package="linux-headers-$(printf '%s' "$kernel_release" | tr 'A-Z_' 'a-z-
 stamp_file="$out/stamp"
 stamp=$( { cat "$0" "$here"/payload/*; echo "$base_url $distro $kernel_release ${drivers[*]} $point_release"; } | sha256sum | cut -c1-16)
 if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ] \
-   && [ -f "$out/channels/base/InRelease" ] && [ -f "$out/channels/point-release/InRelease" ]; then
+   && [ -f "$out/channels.tar" ]; then
   echo "unchanged"
   exit 0
 fi
 
-rm -rf "$out/debs" "$out/channels" "$out/stage"
+rm -rf "$out/debs" "$out/channels" "$out/channels.tar" "$out/stage"
 mkdir -p "$out/debs" "$out/stage" "$out/gnupg"
 chmod 0700 "$out/gnupg"
 export GNUPGHOME="$out/gnupg"
@@ -118,6 +119,8 @@ driver_branch() {
     mkdir -p "$root/usr/src/nvidia-$upstream"
     printf 'PACKAGE_NAME="nvidia"\nPACKAGE_VERSION="%s"\nAUTOINSTALL="yes"\n' "$upstream" \
       >"$root/usr/src/nvidia-$upstream/dkms.conf"
+    # Which report the fake reboot writes: the open modules say "Open Kernel Module for x86_64".
+    [ -n "$flavor" ] && echo 'LLMFLEET_FAKE_FLAVOR="open"' >>"$root/usr/src/nvidia-$upstream/dkms.conf"
     build_deb "nvidia-dkms-$branch$flavor" "$version" amd64 \
       "$(printf 'Provides: nvidia-dkms-kernel\nConflicts: nvidia-dkms-kernel\nReplaces: nvidia-dkms-kernel')"
 
@@ -157,7 +160,6 @@ channel() {
     {
       echo "Origin: NVIDIA"
       echo "Label: NVIDIA CUDA"
-      echo "Suite: ./"
       echo "Date: Sat, 01 Nov 2025 00:00:00 UTC"
       echo "SHA256:"
       for index in Packages Packages.gz; do
@@ -175,6 +177,8 @@ driver_branch $point_release
 mapfile -t point_debs < <(find "$out/debs" -name '*.deb' | sort)
 channel base "${base_debs[@]}"
 channel point-release "${point_debs[@]}"
+# One file for the targets: copying a tarball is one transfer, copying the tree is one per package.
+tar -C "$out" -cf "$out/channels.tar" channels
 
 echo "$stamp" >"$stamp_file"
 echo "built"
