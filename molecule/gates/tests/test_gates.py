@@ -222,12 +222,13 @@ def test_driver_not_loaded(scenario):
 
 
 def test_library_missing(host):
-    moved = host.run("mv %s %s.away && ldconfig" % (FAKE_LIBRARY, FAKE_LIBRARY))
+    # Out of the linker's directories: ldconfig would relink a renamed copy by its soname.
+    moved = host.run("mv %s /root/ && ldconfig" % FAKE_LIBRARY)
     assert moved.rc == 0, moved.stderr
     try:
         result = run_module("gpu_facts")
         assert result["failed"] is True
         assert "NVIDIA driver not loaded" in result["msg"]
     finally:
-        restored = host.run("mv %s.away %s && ldconfig" % (FAKE_LIBRARY, FAKE_LIBRARY))
+        restored = host.run("mv /root/libnvidia-ml.so.1 %s && ldconfig" % FAKE_LIBRARY)
         assert restored.rc == 0, restored.stderr
