@@ -18,8 +18,8 @@ description:
     (P2P over NVLink, PCIe topology level).
   - Fails with the fix when links are down, which on a two-card workstation almost always means a
     misseated NVLink bridge; otherwise returns the facts as C(ansible_facts.llmfleet_nvlink).
-  - Link enumeration stops where the GPU's links end (NVML answers InvalidArgument past the last link:
-    4 on an RTX 3090, 18 on an H100/H200 SXM). A GPU without NVLink (RTX 4090, RTX 5090) is reported as
+  - Link enumeration stops where the GPU's links end, where NVML answers InvalidArgument
+    (after 4 links on an RTX 3090, 18 on an H100/H200 SXM). A GPU without NVLink (RTX 4090, RTX 5090) is reported as
     such and fails only when I(require_nvlink=true).
   - On a single-GPU host there is nothing to link; the gate passes with a note unless
     I(expected_gpu_count) asks for more GPUs.
