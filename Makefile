@@ -28,10 +28,12 @@ run: setup
 run-destroy:
 	@molecule destroy -s site
 
+# Every stage runs even after a failure (make -k), so one run reports everything; the exit status
+# is still the failure's.
 test: setup
 	@rm -f .cache/timings.txt
-	$(MAKE) --no-print-directory lint sanity unit integration build
-	@echo "==> Timings"; cat .cache/timings.txt
+	@status=0; $(MAKE) -k --no-print-directory lint sanity unit integration build || status=$$?
+	echo "==> Timings"; cat .cache/timings.txt; exit $$status
 
 lint:
 	@$(TIMED) "lint: ruff" ruff check .

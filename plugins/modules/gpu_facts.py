@@ -31,12 +31,14 @@ notes:
   - Idle GPUs lower their PCIe link B(generation) to save power, so a lower current generation is reported
     (C(pcie_generation_downshifted)) but not flagged as a fault; only a narrower link B(width) is.
 author:
-  - llmfleet.workstation contributors
+  - llmfleet.workstation contributors (@llmfleet)
 attributes:
   check_mode:
     support: full
+    description: Reads only; check mode runs the same reads and gives the same verdict.
   diff_mode:
     support: none
+    description: Nothing on the host changes, so there is no diff.
 """
 
 EXAMPLES = r"""

@@ -70,12 +70,14 @@ notes:
     replace dried memory thermal pads on used cards; tools outside NVML read the junction sensor through
     undocumented registers, and can be used for a one-off check.
 author:
-  - llmfleet.workstation contributors
+  - llmfleet.workstation contributors (@llmfleet)
 attributes:
   check_mode:
     support: full
+    description: Reads only; check mode runs the same reads and gives the same verdict.
   diff_mode:
     support: none
+    description: Nothing on the host changes, so there is no diff.
 """
 
 EXAMPLES = r"""
@@ -203,8 +205,8 @@ def heat_problems(facts, params):
             problems.append("%s core at %d C, limit %d C"
                             % (describe(gpu), gpu["core_temp_c"], params["max_core_temp_c"]))
         if gpu["memory_temp_c"] is not None and gpu["memory_temp_c"] > params["max_memory_temp_c"]:
-            problems.append("%s memory junction at %d C, limit %d C" % (describe(gpu), gpu["memory_temp_c"],
-                                                                      params["max_memory_temp_c"]))
+            problems.append("%s memory junction at %d C, limit %d C"
+                            % (describe(gpu), gpu["memory_temp_c"], params["max_memory_temp_c"]))
         if params["fail_on_thermal_throttle"] and gpu["thermal_throttling"]:
             active = [reason for reason in gpu["clock_event_reasons"] if reason in THERMAL_CLOCK_EVENT_REASONS]
             problems.append("%s is thermally throttling (%s)" % (describe(gpu), ", ".join(active)))

@@ -58,12 +58,14 @@ notes:
     for NVLink 2-4, 100 GB/s for NVLink 5). GA102 cards (RTX 3090, RTX A6000) run NVLink 3 over 4 narrower
     links, 112.5 GB/s bidirectional in all. It is an estimate, not a measurement.
 author:
-  - llmfleet.workstation contributors
+  - llmfleet.workstation contributors (@llmfleet)
 attributes:
   check_mode:
     support: full
+    description: Reads only; check mode runs the same reads and gives the same verdict.
   diff_mode:
     support: none
+    description: Nothing on the host changes, so there is no diff.
 """
 
 EXAMPLES = r"""

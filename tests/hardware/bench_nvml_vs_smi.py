@@ -58,7 +58,7 @@ def smi_reads():
 
 def timed(function, runs):
     samples = []
-    for _ in range(runs):
+    for _run in range(runs):
         started = time.perf_counter()
         function()
         samples.append(time.perf_counter() - started)

@@ -79,7 +79,7 @@ def bridge_links(remote_bus_id, count=4, active=True, version=4, remote_type=0, 
     return [
         {"active": active, "version": version, "remote": remote_bus_id, "type": remote_type, "p2p": 1 if active else 0,
          "errors": errors}
-        for _ in range(count)
+        for _link in range(count)
     ]
 
 

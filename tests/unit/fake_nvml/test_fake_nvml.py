@@ -114,7 +114,7 @@ def expect(value):
 @pytest.mark.parametrize("scenario_path", SCENARIOS, ids=lambda path: path.stem)
 def test_pynvml_reads_back_what_the_scenario_declares(library, scenario_path):
     scenario = json.loads(scenario_path.read_text())
-    seen, _ = read_through_pynvml(library, scenario_path)
+    seen, _stderr = read_through_pynvml(library, scenario_path)
     if scenario.get("init_error"):
         assert seen == {"init_error": "NVMLError_DriverNotLoaded"}
         return
@@ -170,7 +170,7 @@ def test_calls_before_init_are_uninitialized(library):
         after = lib.nvmlDeviceGetCount_v2(ctypes.byref(count))
         print(json.dumps([before, still_open, after, lib.nvmlShutdown()]))
     """)
-    seen, _ = read_through_pynvml(library, FAKE_DIR / "scenarios" / "dual_3090_nvlink_ok.json", script)
+    seen, _stderr = read_through_pynvml(library, FAKE_DIR / "scenarios" / "dual_3090_nvlink_ok.json", script)
     assert seen == [1, 0, 1, 1]  # UNINITIALIZED, SUCCESS (refcounted), UNINITIALIZED, UNINITIALIZED
 
 

@@ -147,6 +147,6 @@ def test_wait_until_polls_with_the_given_clock():
     assert (done, value, waited) == (True, "reading", 20.0)
 
     clock["now"] = 0.0
-    done, _, waited = nvml.wait_until(lambda: (False, None), 25, 10, sleep, lambda: clock["now"])
+    done, _value, waited = nvml.wait_until(lambda: (False, None), 25, 10, sleep, lambda: clock["now"])
     assert done is False
     assert waited == 25.0
