@@ -24,21 +24,13 @@ options:
       - Fail unless NVML reports exactly this many GPUs.
       - Unset reports whatever is present.
     type: int
-requirements:
-  - nvidia-ml-py (the C(pynvml) module) on the target
-  - an NVIDIA driver providing C(libnvidia-ml.so.1)
 notes:
   - Idle GPUs lower their PCIe link B(generation) to save power, so a lower current generation is reported
     (C(pcie_generation_downshifted)) but not flagged as a fault; only a narrower link B(width) is.
 author:
   - llmfleet.workstation contributors (@llmfleet)
-attributes:
-  check_mode:
-    support: full
-    description: Reads only; check mode runs the same reads and gives the same verdict.
-  diff_mode:
-    support: none
-    description: Nothing on the host changes, so there is no diff.
+extends_documentation_fragment:
+  - llmfleet.workstation.gate
 """
 
 EXAMPLES = r"""
@@ -111,13 +103,10 @@ ansible_facts:
               power_max_limit_w: 400.0
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.llmfleet.workstation.plugins.module_utils.gate import run_gate
 from ansible_collections.llmfleet.workstation.plugins.module_utils.nvml import (
-    HAS_PYNVML,
-    PYNVML_IMPORT_ERROR,
-    NvmlError,
-    NvmlSession,
     milliwatts_to_watts,
 )
 
@@ -192,18 +181,7 @@ def run(params, session):
 
 def main():
     module = AnsibleModule(argument_spec={"expected_gpu_count": {"type": "int"}}, supports_check_mode=True)
-    if not HAS_PYNVML:
-        module.fail_json(msg=missing_required_lib("nvidia-ml-py"), exception=PYNVML_IMPORT_ERROR)
-    try:
-        with NvmlSession() as session:
-            result = run(module.params, session)
-    except NvmlError as error:
-        module.fail_json(msg=str(error), changed=False)
-    for warning in result.pop("warnings"):
-        module.warn(warning)
-    if result.get("failed"):
-        module.fail_json(**result)
-    module.exit_json(**result)
+    run_gate(module, run)
 
 
 if __name__ == "__main__":

@@ -58,9 +58,6 @@ options:
     description: Seconds between readings while waiting for a cooldown.
     type: int
     default: 10
-requirements:
-  - nvidia-ml-py (the C(pynvml) module) on the target
-  - an NVIDIA driver providing C(libnvidia-ml.so.1)
 notes:
   - NVIDIA's public NVML does not expose the GDDR6X memory-junction sensor of GeForce cards (RTX 3090, 3080 Ti,
     4090); the module then reports C(memory_temp_c=null) and C(memory_temp_source=unavailable), never a guessed
@@ -71,13 +68,8 @@ notes:
     undocumented registers, and can be used for a one-off check.
 author:
   - llmfleet.workstation contributors (@llmfleet)
-attributes:
-  check_mode:
-    support: full
-    description: Reads only; check mode runs the same reads and gives the same verdict.
-  diff_mode:
-    support: none
-    description: Nothing on the host changes, so there is no diff.
+extends_documentation_fragment:
+  - llmfleet.workstation.gate
 """
 
 EXAMPLES = r"""
@@ -142,16 +134,13 @@ ansible_facts:
               power_limit_w: 350.0
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.llmfleet.workstation.plugins.module_utils.gate import run_gate
 from ansible_collections.llmfleet.workstation.plugins.module_utils.nvml import (
-    HAS_PYNVML,
-    PYNVML_IMPORT_ERROR,
     TEMPERATURE_GPU,
     TEMPERATURE_THRESHOLDS,
     THERMAL_CLOCK_EVENT_REASONS,
-    NvmlError,
-    NvmlSession,
     milliwatts_to_watts,
     wait_until,
 )
@@ -263,18 +252,7 @@ def main():
     )
     if module.params["poll_interval"] < 1 or module.params["cooldown_timeout"] < 0:
         module.fail_json(msg="poll_interval must be at least 1 and cooldown_timeout at least 0 (seconds)")
-    if not HAS_PYNVML:
-        module.fail_json(msg=missing_required_lib("nvidia-ml-py"), exception=PYNVML_IMPORT_ERROR)
-    try:
-        with NvmlSession() as session:
-            result = run(module.params, session)
-    except NvmlError as error:
-        module.fail_json(msg=str(error), changed=False)
-    for warning in result.pop("warnings"):
-        module.warn(warning)
-    if result.get("failed"):
-        module.fail_json(**result)
-    module.exit_json(**result)
+    run_gate(module, run)
 
 
 if __name__ == "__main__":

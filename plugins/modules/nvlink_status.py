@@ -50,22 +50,15 @@ options:
       - Counters NVML does not expose (Hopper and later) are reported as null and never fail the gate.
     type: bool
     default: false
-requirements:
-  - nvidia-ml-py (the C(pynvml) module) on the target
-  - an NVIDIA driver providing C(libnvidia-ml.so.1); NVLink on Ampere GeForce needs driver 550 or newer
 notes:
+  - NVLink on Ampere GeForce cards (RTX 3090) needs NVIDIA driver 550 or newer.
   - The estimated bandwidth uses NVIDIA's per-link figures by NVLink version (50 GB/s bidirectional per link
     for NVLink 2-4, 100 GB/s for NVLink 5). GA102 cards (RTX 3090, RTX A6000) run NVLink 3 over 4 narrower
     links, 112.5 GB/s bidirectional in all. It is an estimate, not a measurement.
 author:
   - llmfleet.workstation contributors (@llmfleet)
-attributes:
-  check_mode:
-    support: full
-    description: Reads only; check mode runs the same reads and gives the same verdict.
-  diff_mode:
-    support: none
-    description: Nothing on the host changes, so there is no diff.
+extends_documentation_fragment:
+  - llmfleet.workstation.gate
 """
 
 EXAMPLES = r"""
@@ -155,13 +148,10 @@ notes:
   sample: ["Single GPU: no NVLink pair to check"]
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.llmfleet.workstation.plugins.module_utils.gate import run_gate
 from ansible_collections.llmfleet.workstation.plugins.module_utils.nvml import (
-    HAS_PYNVML,
-    PYNVML_IMPORT_ERROR,
-    NvmlError,
-    NvmlSession,
     format_ranges,
     link_bidirectional_gbps,
 )
@@ -303,16 +293,7 @@ def main():
         },
         supports_check_mode=True,
     )
-    if not HAS_PYNVML:
-        module.fail_json(msg=missing_required_lib("nvidia-ml-py"), exception=PYNVML_IMPORT_ERROR)
-    try:
-        with NvmlSession() as session:
-            result = run(module.params, session)
-    except NvmlError as error:
-        module.fail_json(msg=str(error), changed=False)
-    if result.get("failed"):
-        module.fail_json(**result)
-    module.exit_json(**result)
+    run_gate(module, run)
 
 
 if __name__ == "__main__":

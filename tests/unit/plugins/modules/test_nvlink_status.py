@@ -4,6 +4,7 @@ import pynvml
 import pytest
 from conftest import bridge_links, dual_3090, gpu
 
+from ansible_collections.llmfleet.workstation.plugins.module_utils import gate as gate_shell
 from ansible_collections.llmfleet.workstation.plugins.module_utils import nvml
 from ansible_collections.llmfleet.workstation.plugins.modules import nvlink_status
 
@@ -109,7 +110,7 @@ def test_single_gpu(fake_nvml):
 
 
 def test_main_reports_missing_pynvml(monkeypatch, run_module):
-    monkeypatch.setattr(nvlink_status, "HAS_PYNVML", False)
+    monkeypatch.setattr(gate_shell, "HAS_PYNVML", False)
     result = run_module(nvlink_status)
     assert result["failed"] is True
     assert "nvidia-ml-py" in result["msg"]
