@@ -28,9 +28,7 @@ else
   step "Host packages present (${host_packages[*]})"
 fi
 
-# Podman's default runtime (crun) cannot apply its rlimits or drive hybrid cgroups on some hosts;
-# runc with explicit ulimits boots systemd everywhere we have tried. Scoped to this project through
-# CONTAINERS_CONF, which the Makefile exports; the host's own configuration is left alone.
+# The venv is rebuilt only when the pinned requirements change.
 requirements_stamp="$venv/.requirements.sha256"
 requirements_hash=$(cat requirements/controller.txt requirements/constraints.txt | sha256sum | cut -d' ' -f1)
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$requirements_stamp" 2>/dev/null)" != "$requirements_hash" ]; then
@@ -66,5 +64,8 @@ else
   step "Target wheelhouse is current ($nvml_py_pin)"
 fi
 
+# Podman's default runtime (crun) cannot apply its rlimits or drive hybrid cgroups on some hosts; runc
+# boots systemd everywhere we have tried. Scoped to this project through CONTAINERS_CONF (the Makefile
+# exports it too); the host's own podman configuration is left alone.
 step "Checking the target image (tests/harness/build_image.sh)"
 as_root env CONTAINERS_CONF="$repo/tests/harness/containers.conf" bash tests/harness/build_image.sh
