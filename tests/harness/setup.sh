@@ -15,7 +15,7 @@ step() { printf '==> %s\n' "$*"; }
 quiet_pip() { "$venv/bin/python" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-host_packages=(podman runc debootstrap make gcc python3-venv rsync shellcheck)
+host_packages=(podman runc debootstrap make gcc python3-venv rsync shellcheck dpkg-dev gnupg)
 missing=()
 for pkg in "${host_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Do to a test target what a reboot does to a workstation with the fake NVIDIA packages installed.
 
 At boot the kernel loads the DKMS-built module of the installed driver (/usr/src/nvidia-<version>/dkms.conf), which
@@ -6,7 +5,7 @@ then reports itself in /proc/driver/nvidia/version; NVML answers with that drive
 in the kernel's format to the file the role reads (nvidia_driver_loaded_version_file) and the driver's NVML answers
 into the fake NVML scenario. With no driver installed, no module loads and the report is removed.
 
-Prints "changed" or "unchanged", so a playbook can tell.
+Run as: python3 llmfleet-fake-reboot.py [LOADED_REPORT]. Prints "changed" or "unchanged", so a playbook can tell.
 """
 
 import glob

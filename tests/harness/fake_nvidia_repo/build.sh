@@ -147,10 +147,11 @@ root="$out/stage/$headers_package"
 mkdir -p "$root/usr/src/$headers_package"
 build_deb "$headers_package" "1.0-1" amd64 ""
 
-# channel NAME DEBS...: a signed flat repository holding those packages.
+# channel NAME DATE DEBS...: a signed flat repository holding those packages, dated DATE. Its files carry that
+# date as their mtime: apt asks with If-Modified-Since, so a channel published later must look newer.
 channel() {
-  local name=$1 dir="$out/channels/$1"
-  shift
+  local name=$1 date=$2 dir="$out/channels/$1"
+  shift 2
   mkdir -p "$dir"
   cp "$@" "$dir/"
   (
@@ -160,13 +161,14 @@ channel() {
     {
       echo "Origin: NVIDIA"
       echo "Label: NVIDIA CUDA"
-      echo "Date: Sat, 01 Nov 2025 00:00:00 UTC"
+      echo "Date: $(date -u -R -d "$date")"
       echo "SHA256:"
       for index in Packages Packages.gz; do
         printf ' %s %s %s\n' "$(sha256sum "$index" | cut -d' ' -f1)" "$(stat -c %s "$index")" "$index"
       done
     } >Release
     gpg --batch --yes --quiet --local-user "$key_uid" --clearsign -o InRelease Release
+    touch -d "$date" ./*
   )
   echo "    channel $name: $(grep -c '^Package:' "$dir/Packages") packages"
 }
@@ -175,8 +177,8 @@ mapfile -t base_debs < <(find "$out/debs" -name '*.deb' | sort)
 # shellcheck disable=SC2086  # three words: branch, version, CUDA
 driver_branch $point_release
 mapfile -t point_debs < <(find "$out/debs" -name '*.deb' | sort)
-channel base "${base_debs[@]}"
-channel point-release "${point_debs[@]}"
+channel base "2025-11-01 00:00:00 UTC" "${base_debs[@]}"
+channel point-release "2025-11-02 00:00:00 UTC" "${point_debs[@]}"
 # One file for the targets: copying a tarball is one transfer, copying the tree is one per package.
 tar -C "$out" -cf "$out/channels.tar" channels
 
