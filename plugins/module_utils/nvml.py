@@ -138,6 +138,12 @@ def _is_unavailable(error):
     return bool(unavailable) and isinstance(error, unavailable)
 
 
+def describe_gpu(gpu):
+    # type: (Dict[str, Any]) -> str
+    """How every message names a GPU: 'GPU 1 (NVIDIA GeForce RTX 3090, 00000000:21:00.0)'."""
+    return "GPU %d (%s, %s)" % (gpu["index"], gpu["name"], gpu["pci_bus_id"])
+
+
 class Gpu:
     """One GPU as NVML enumerates it."""
 
@@ -152,7 +158,7 @@ class Gpu:
     @property
     def label(self):
         # type: () -> str
-        return "GPU %d (%s, %s)" % (self.index, self.name, self.pci_bus_id)
+        return describe_gpu(self.identity())
 
     def identity(self):
         # type: () -> Dict[str, Any]

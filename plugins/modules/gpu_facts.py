@@ -107,6 +107,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.llmfleet.workstation.plugins.module_utils.gate import run_gate
 from ansible_collections.llmfleet.workstation.plugins.module_utils.nvml import (
+    describe_gpu,
     milliwatts_to_watts,
 )
 
@@ -162,10 +163,9 @@ def run(params, session):
     for gpu in facts["gpus"]:
         if gpu["pcie_lane_starved"]:
             result["warnings"].append(
-                "GPU %d (%s, %s) runs PCIe x%d of x%d: move it to a slot wired for x%d, or expect slower "
-                "tensor-parallel traffic over PCIe" % (gpu["index"], gpu["name"], gpu["pci_bus_id"],
-                                                       gpu["pcie_current_width"], gpu["pcie_max_width"],
-                                                       gpu["pcie_max_width"])
+                "%s runs PCIe x%d of x%d: move it to a slot wired for x%d, or expect slower tensor-parallel "
+                "traffic over PCIe" % (describe_gpu(gpu), gpu["pcie_current_width"], gpu["pcie_max_width"],
+                                       gpu["pcie_max_width"])
             )
     expected = params.get("expected_gpu_count")
     if expected is not None and facts["gpu_count"] != expected:

@@ -138,6 +138,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.llmfleet.workstation.plugins.module_utils.gate import run_gate
 from ansible_collections.llmfleet.workstation.plugins.module_utils.nvml import (
+    describe_gpu,
     TEMPERATURE_GPU,
     TEMPERATURE_THRESHOLDS,
     THERMAL_CLOCK_EVENT_REASONS,
@@ -182,23 +183,19 @@ def collect_thermal(session, gpus):
     }
 
 
-def describe(gpu):
-    return "GPU %d (%s, %s)" % (gpu["index"], gpu["name"], gpu["pci_bus_id"])
-
-
 def heat_problems(facts, params):
     """What is too hot right now; an empty list means every GPU is within limits."""
     problems = []
     for gpu in facts["gpus"]:
         if gpu["core_temp_c"] is not None and gpu["core_temp_c"] > params["max_core_temp_c"]:
             problems.append("%s core at %d C, limit %d C"
-                            % (describe(gpu), gpu["core_temp_c"], params["max_core_temp_c"]))
+                            % (describe_gpu(gpu), gpu["core_temp_c"], params["max_core_temp_c"]))
         if gpu["memory_temp_c"] is not None and gpu["memory_temp_c"] > params["max_memory_temp_c"]:
             problems.append("%s memory junction at %d C, limit %d C"
-                            % (describe(gpu), gpu["memory_temp_c"], params["max_memory_temp_c"]))
+                            % (describe_gpu(gpu), gpu["memory_temp_c"], params["max_memory_temp_c"]))
         if params["fail_on_thermal_throttle"] and gpu["thermal_throttling"]:
             active = [reason for reason in gpu["clock_event_reasons"] if reason in THERMAL_CLOCK_EVENT_REASONS]
-            problems.append("%s is thermally throttling (%s)" % (describe(gpu), ", ".join(active)))
+            problems.append("%s is thermally throttling (%s)" % (describe_gpu(gpu), ", ".join(active)))
     return problems
 
 
@@ -224,7 +221,7 @@ def run(params, session, sleep=None, monotonic=None):
         text = (
             "memory temperature unavailable on %s: NVML does not expose the memory junction sensor of GeForce "
             "cards (GDDR6X, GDDR7); watch core temperature and thermal clock-event reasons instead"
-            % ", ".join(describe(gpu) for gpu in unavailable)
+            % ", ".join(describe_gpu(gpu) for gpu in unavailable)
         )
         if params["memory_temp_unavailable"] == "fail":
             problems.append(text + " (memory_temp_unavailable=fail)")

@@ -152,6 +152,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.llmfleet.workstation.plugins.module_utils.gate import run_gate
 from ansible_collections.llmfleet.workstation.plugins.module_utils.nvml import (
+    describe_gpu,
     format_ranges,
     link_bidirectional_gbps,
 )
@@ -208,10 +209,6 @@ def collect_nvlink(session):
     }
 
 
-def describe(gpu):
-    return "GPU %d (%s, %s)" % (gpu["index"], gpu["name"], gpu["pci_bus_id"])
-
-
 def evaluate(facts, params):
     """Return (problems, notes): what fails the gate, worded for the operator, and what only informs."""
     problems, notes = [], []
@@ -223,7 +220,7 @@ def evaluate(facts, params):
         return problems, notes
 
     if not facts["nvlink_present"]:
-        names = ", ".join(describe(gpu) for gpu in facts["gpus"])
+        names = ", ".join(describe_gpu(gpu) for gpu in facts["gpus"])
         if params["require_nvlink"]:
             problems.append(
                 "no NVLink on %s: these GPUs report no NVLink links (RTX 40- and 50-series have none). For a "
@@ -237,14 +234,14 @@ def evaluate(facts, params):
     link_problems = []
     for gpu in facts["gpus"]:
         if not gpu["nvlink_supported"]:
-            link_problems.append("%s reports no NVLink links" % describe(gpu))
+            link_problems.append("%s reports no NVLink links" % describe_gpu(gpu))
             continue
         required = params.get("min_active_links")
         required = gpu["link_count"] if required is None else required
         if gpu["active_links"] < required:
             link_problems.append(
                 "%s has %d of %d NVLink links active, %d required (links %s inactive)"
-                % (describe(gpu), gpu["active_links"], gpu["link_count"], required,
+                % (describe_gpu(gpu), gpu["active_links"], gpu["link_count"], required,
                    format_ranges(gpu["inactive_links"]))
             )
     if link_problems:
@@ -256,18 +253,18 @@ def evaluate(facts, params):
                 first, second = (facts["gpus"][index] for index in pair["gpus"])
                 problems.append(
                     "P2P over NVLink between %s and %s is %s (topology %s)%s"
-                    % (describe(first), describe(second), pair["p2p_nvlink"] or "unavailable", pair["topology"],
+                    % (describe_gpu(first), describe_gpu(second), pair["p2p_nvlink"] or "unavailable", pair["topology"],
                        "" if link_problems else ". Check the driver is 550+ and the bridge connects these two GPUs")
                 )
 
     if params["fail_on_errors"]:
         for gpu in facts["gpus"]:
             for link in gpu["links"]:
-                counted = {name: value for name, value in link["errors"].items() if value}
+                counted = ", ".join("%s=%d" % item for item in sorted(link["errors"].items()) if item[1])
                 if counted:
                     problems.append(
                         "%s link %d has NVLink errors %s: reseat the bridge, and replace it if they keep rising"
-                        % (describe(gpu), link["link"], ", ".join("%s=%d" % item for item in sorted(counted.items())))
+                        % (describe_gpu(gpu), link["link"], counted)
                     )
     return problems, notes
 
