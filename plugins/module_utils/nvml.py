@@ -6,6 +6,9 @@
 Everything that talks to NVML goes through here: opening and closing the session, turning NVML errors
 into messages an operator can act on, reading values that a GPU may not expose (returned as None,
 never as a made-up number) and decoding NVML's enums into names.
+
+This file imports nothing from Ansible, so it can be unit-tested on its own; modules import it as
+``ansible_collections.llmfleet.workstation.plugins.module_utils.nvml``.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -13,9 +16,10 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import contextlib
+import re
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional  # noqa: F401  (used by the type comments)
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 try:
     import pynvml
@@ -31,12 +35,25 @@ DRIVER_NOT_LOADED = (
     "NVIDIA driver not loaded: run the nvidia_driver role first (llmfleet.workstation.nvidia_driver), "
     "reboot if it asks for one, and check that nvidia-smi answers"
 )
+# nvmlInit failures other than a missing driver that an operator meets, with what to do about them.
+INIT_ERROR_FIXES = {
+    "NVMLError_LibRmVersionMismatch": (
+        "the NVIDIA user-space library and the loaded kernel module are different versions, which happens "
+        "after a driver upgrade without a reboot: reboot the host (or unload and reload the nvidia modules)"
+    ),
+    "NVMLError_NoPermission": (
+        "this user may not open the GPU device files: run the task with become: true, or check the "
+        "permissions of /dev/nvidia*"
+    ),
+}
 
 # NVML's field id for memory (HBM or GDDR junction) temperature; not exposed for GeForce GDDR6X.
 FI_DEV_MEMORY_TEMP = 82
-# Upper bound on NVLink links per GPU in nvml.h; a GPU's own links end earlier (InvalidArgument).
-NVLINK_MAX_LINKS = 36
+# Upper bound on NVLink links per GPU (NVML_NVLINK_MAX_LINKS, 36 in nvml.h 13); a GPU's own links end
+# earlier, where NVML answers InvalidArgument (RTX 3090: 4, H100/H200 SXM: 18).
+NVLINK_MAX_LINKS = int(getattr(pynvml, "NVML_NVLINK_MAX_LINKS", 36))
 
+# nvmlClocksEventReason* bits (called ClocksThrottleReason* before driver 535).
 CLOCK_EVENT_REASONS = (
     (0x0001, "gpu_idle"),
     (0x0002, "applications_clocks_setting"),
@@ -52,6 +69,7 @@ CLOCK_EVENT_REASONS = (
 )
 THERMAL_CLOCK_EVENT_REASONS = frozenset(("sw_thermal_slowdown", "hw_thermal_slowdown"))
 
+# nvmlNvlinkVersion_t: the enum, not the version number (enum 6 is NVLink 4.0, seen on H200).
 NVLINK_VERSIONS = {1: "1.0", 2: "2.0", 3: "2.2", 4: "3.0", 5: "3.1", 6: "4.0", 7: "5.0", 8: "6.0"}
 REMOTE_DEVICE_TYPES = {0: "gpu", 1: "ibmnpu", 2: "switch", 255: "unknown"}
 P2P_STATUSES = {
@@ -70,85 +88,137 @@ NVLINK_ERROR_COUNTERS = (("replay", 0), ("recovery", 1), ("crc_flit", 2), ("crc_
 TEMPERATURE_GPU = 0
 TEMPERATURE_THRESHOLDS = (("shutdown_c", 0), ("slowdown_c", 1), ("memory_max_c", 2), ("gpu_max_c", 3))
 
-# Bidirectional bandwidth of one NVLink link, GB/s, by NVLink version (estimates from NVIDIA's specs).
+# Errors that mean "this GPU or driver does not expose it": the reading is None, the gate goes on.
+UNAVAILABLE_ERRORS = ("NVMLError_NotSupported", "NVMLError_FunctionNotFound")
+# Per-field statuses inside a successful nvmlDeviceGetFieldValues call that mean the same: not supported,
+# not found, function not found, and invalid argument (a field id this driver does not know yet).
+FIELD_UNAVAILABLE_STATUSES = frozenset((3, 6, 13, 2))
+# nvmlValueType_t -> the member of nvmlValue_t that holds the value.
+FIELD_VALUE_MEMBERS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
+
+# Bidirectional bandwidth of one NVLink link, GB/s, by NVLink version (NVIDIA's published figures:
+# P100 160 GB/s over 4 links, V100 300/6, A100 600/12, H100 900/18, B200 1800/18).
 NVLINK_LINK_BIDIRECTIONAL_GBPS = {"1.0": 40.0, "2.0": 50.0, "2.2": 50.0, "3.0": 50.0, "3.1": 50.0, "4.0": 50.0,
                                   "5.0": 100.0}
-# GA102 (RTX 3090, RTX A6000) runs NVLink 3 over 4 narrower links: 112.5 GB/s bidirectional in all.
+# GA102 (RTX 3090, RTX A6000, A40) runs NVLink 3 over 4 narrower links: 112.5 GB/s bidirectional in all,
+# about 14.06 GB/s each way per link. GA100 (A100, A800, A30) runs full-width NVLink 3 links.
 GA102_LINK_BIDIRECTIONAL_GBPS = 112.5 / 4
 GA102_MAX_LINKS = 4
+GA100_NAME = re.compile(r"\bA(100|800|30)\b")
 
 
 class NvmlError(Exception):
     """An NVML failure, worded for the operator."""
 
 
-def to_text(value):
-    # type: (Any) -> Any
+def to_text(value: Any) -> Any:
     """pynvml returns bytes or str depending on its version; modules return str."""
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return value
 
 
-def decode_clock_event_reasons(mask):
-    # type: (Optional[int]) -> Optional[List[str]]
+def decode_clock_event_reasons(mask: Optional[int]) -> Optional[List[str]]:
+    """A clock-event (throttle) reason bit mask as names; bits NVML adds later show as unknown_0x..."""
     if mask is None:
         return None
-    return [name for bit, name in CLOCK_EVENT_REASONS if mask & bit]
+    names = [name for bit, name in CLOCK_EVENT_REASONS if mask & bit]
+    known = 0
+    for bit, _name in CLOCK_EVENT_REASONS:
+        known |= bit
+    unknown = mask & ~known
+    bit = 1
+    while unknown >= bit:
+        if unknown & bit:
+            names.append("unknown_%#x" % bit)
+        bit <<= 1
+    return names
 
 
-def link_bidirectional_gbps(version, link_count):
-    # type: (Optional[str], int) -> Optional[float]
-    """Estimated bidirectional bandwidth of one link, or None for an unknown version."""
+def decode_nvlink_version(version: Optional[int]) -> Optional[str]:
+    """nvmlNvlinkVersion_t -> "4.0"; None for unavailable or NVML_NVLINK_VERSION_INVALID."""
+    return NVLINK_VERSIONS.get(version) if version is not None else None
+
+
+def decode_remote_device_type(device_type: Optional[int]) -> Optional[str]:
+    if device_type is None:
+        return None
+    return REMOTE_DEVICE_TYPES.get(device_type, "unknown")
+
+
+def decode_p2p_status(status: Optional[int]) -> Optional[str]:
+    return P2P_STATUSES.get(status, "unknown") if status is not None else None
+
+
+def decode_topology_level(level: Optional[int]) -> Optional[str]:
+    return TOPOLOGY_LEVELS.get(level, "unknown") if level is not None else None
+
+
+def decode_cuda_version(version: Optional[int]) -> Optional[str]:
+    """CUDA driver version as NVML packs it: 12060 -> "12.6"."""
     if version is None:
         return None
-    if version in ("3.0", "3.1") and link_count <= GA102_MAX_LINKS:
+    return "%d.%d" % (version // 1000, (version % 1000) // 10)
+
+
+def link_bidirectional_gbps(version: Optional[str], link_count: int, gpu_name: Optional[str] = None) -> Optional[float]:
+    """Estimated bidirectional bandwidth of one link, or None for an unknown version.
+
+    NVLink 3 comes in two widths: GA100 (A100, A30) links carry 50 GB/s; GA102 cards (RTX 3090, RTX A6000),
+    which have at most 4 links, carry 112.5 GB/s over all 4.
+    """
+    if version is None:
+        return None
+    if version in ("3.0", "3.1") and link_count <= GA102_MAX_LINKS and not GA100_NAME.search(gpu_name or ""):
         return GA102_LINK_BIDIRECTIONAL_GBPS
     return NVLINK_LINK_BIDIRECTIONAL_GBPS.get(version)
 
 
-def format_ranges(numbers):
-    # type: (List[int]) -> str
+def format_ranges(numbers: Iterable[int]) -> str:
     """[0, 1, 2, 3, 7] -> '0-3, 7': how an operator reads a list of link numbers."""
+    ordered = sorted(set(numbers))
     parts = []
-    numbers = sorted(numbers)
-    start = previous = None
-    for number in numbers + [None]:
-        if start is not None and number == previous + 1:
-            previous = number
-            continue
-        if start is not None:
-            parts.append(str(start) if start == previous else "%d-%d" % (start, previous))
-        start = previous = number
+    position = 0
+    while position < len(ordered):
+        start = end = ordered[position]
+        while position + 1 < len(ordered) and ordered[position + 1] == end + 1:
+            position += 1
+            end = ordered[position]
+        parts.append(str(start) if start == end else "%d-%d" % (start, end))
+        position += 1
     return ", ".join(parts)
 
 
-def _error_class(name):
+def milliwatts_to_watts(value: Optional[int]) -> Optional[float]:
+    return None if value is None else round(value / 1000.0, 1)
+
+
+def _error_classes(names: Iterable[str]) -> Tuple[type, ...]:
     # pynvml builds these classes at import time; look them up by name so a missing one is harmless.
-    return getattr(pynvml, name, ()) if pynvml is not None else ()
+    found = (getattr(pynvml, name, None) for name in names) if pynvml is not None else ()
+    return tuple(cls for cls in found if isinstance(cls, type))
 
 
-def _is_unavailable(error):
-    # type: (Exception) -> bool
-    """NotSupported (the GPU lacks it) and FunctionNotFound (the driver lacks it) both mean 'unavailable'."""
-    unavailable = tuple(
-        cls for cls in (_error_class("NVMLError_NotSupported"), _error_class("NVMLError_FunctionNotFound"))
-        if isinstance(cls, type)
-    )
-    return bool(unavailable) and isinstance(error, unavailable)
+def is_unavailable(error: Exception, also: Iterable[str] = ()) -> bool:
+    """Whether an NVML error means the GPU or driver does not expose the value (NotSupported,
+    FunctionNotFound, plus the error class names in `also` where the caller knows they mean the same)."""
+    classes = _error_classes(tuple(UNAVAILABLE_ERRORS) + tuple(also))
+    return bool(classes) and isinstance(error, classes)
 
 
-def describe_gpu(gpu):
-    # type: (Dict[str, Any]) -> str
+def describe_gpu(gpu: Dict[str, Any]) -> str:
     """How every message names a GPU: 'GPU 1 (NVIDIA GeForce RTX 3090, 00000000:21:00.0)'."""
     return "GPU %d (%s, %s)" % (gpu["index"], gpu["name"], gpu["pci_bus_id"])
+
+
+def _nvml_text(error: Exception) -> str:
+    return to_text(str(error))
 
 
 class Gpu:
     """One GPU as NVML enumerates it."""
 
-    def __init__(self, index, handle, name, uuid, pci_bus_id):
-        # type: (int, Any, str, str, str) -> None
+    def __init__(self, index: int, handle: Any, name: str, uuid: str, pci_bus_id: str) -> None:
         self.index = index
         self.handle = handle
         self.name = name
@@ -156,42 +226,38 @@ class Gpu:
         self.pci_bus_id = pci_bus_id
 
     @property
-    def label(self):
-        # type: () -> str
+    def label(self) -> str:
         return describe_gpu(self.identity())
 
-    def identity(self):
-        # type: () -> Dict[str, Any]
+    def identity(self) -> Dict[str, Any]:
         return {"index": self.index, "name": self.name, "uuid": self.uuid, "pci_bus_id": self.pci_bus_id}
 
 
 class NvmlSession:
-    """Context manager around nvmlInit/nvmlShutdown with readers that never invent values."""
+    """Context manager around one nvmlInit/nvmlShutdown, with readers that never invent values.
 
-    def __init__(self):
-        # type: () -> None
+    ``call`` raises NvmlError for any NVML error; ``optional`` returns None where the GPU or driver does
+    not expose the value and raises NvmlError, naming the GPU and the call, for anything else.
+    """
+
+    def __init__(self) -> None:
         self._open = False
 
-    def __enter__(self):
-        # type: () -> NvmlSession
+    def __enter__(self) -> "NvmlSession":
         if pynvml is None:
             raise NvmlError("The Python package nvidia-ml-py (module pynvml) is not installed on the target")
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as error:
-            driver_missing = tuple(
-                cls for cls in (_error_class("NVMLError_LibraryNotFound"), _error_class("NVMLError_DriverNotLoaded"))
-                if isinstance(cls, type)
-            )
-            if driver_missing and isinstance(error, driver_missing):
-                raise NvmlError("%s (NVML: %s)" % (DRIVER_NOT_LOADED, to_text(str(error)))) from error
-            detail = to_text(str(error))
-            raise NvmlError("NVML could not start: %s. Check the driver with nvidia-smi" % detail) from error
+            if isinstance(error, _error_classes(("NVMLError_LibraryNotFound", "NVMLError_DriverNotLoaded"))):
+                raise NvmlError("%s (NVML: %s)" % (DRIVER_NOT_LOADED, _nvml_text(error))) from error
+            kind = type(error).__name__
+            fix = INIT_ERROR_FIXES.get(kind, "check the driver with nvidia-smi")
+            raise NvmlError("NVML could not start (%s: %s): %s" % (kind, _nvml_text(error), fix)) from error
         self._open = True
         return self
 
-    def __exit__(self, *exc_info):
-        # type: (Any) -> None
+    def __exit__(self, *exc_info: Any) -> None:
         if self._open:
             self._open = False
             with contextlib.suppress(pynvml.NVMLError):  # a failed shutdown changes nothing the module reports
@@ -199,47 +265,42 @@ class NvmlSession:
 
     # ---- generic readers ------------------------------------------------------------------
 
-    def call(self, where, function_name, *args):
-        # type: (str, str, Any) -> Any
+    def call(self, where: str, function_name: str, *args: Any) -> Any:
         """Call pynvml.<function_name>; any NVML error becomes NvmlError naming the GPU and the call."""
         try:
             return getattr(pynvml, function_name)(*args)
         except pynvml.NVMLError as error:
-            raise NvmlError("NVML %s failed on %s: %s" % (function_name, where, to_text(str(error)))) from error
+            raise NvmlError("NVML %s failed on %s: %s" % (function_name, where, _nvml_text(error))) from error
 
-    def optional(self, where, function_name, *args):
-        # type: (str, str, Any) -> Any
-        """Like call(), but a value the GPU or driver does not expose is None."""
+    def optional(self, where: str, function_name: str, *args: Any, also_unavailable: Iterable[str] = ()) -> Any:
+        """Like call(), but a value the GPU or driver does not expose is None.
+
+        `also_unavailable` names further error classes that mean "not exposed" for this particular read.
+        """
         function = getattr(pynvml, function_name, None)
         if function is None:
             return None  # an older pynvml without this wrapper: unavailable, like FunctionNotFound
         try:
             return function(*args)
         except pynvml.NVMLError as error:
-            if _is_unavailable(error):
+            if is_unavailable(error, also_unavailable):
                 return None
-            raise NvmlError("NVML %s failed on %s: %s" % (function_name, where, to_text(str(error)))) from error
+            raise NvmlError("NVML %s failed on %s: %s" % (function_name, where, _nvml_text(error))) from error
 
     # ---- system -----------------------------------------------------------------------------
 
-    def driver_version(self):
-        # type: () -> str
+    def driver_version(self) -> str:
         return to_text(self.call("the system", "nvmlSystemGetDriverVersion"))
 
-    def cuda_driver_version(self):
-        # type: () -> Optional[str]
+    def cuda_driver_version(self) -> Optional[str]:
         """CUDA version the driver supports, 12060 -> '12.6'."""
-        version = self.optional("the system", "nvmlSystemGetCudaDriverVersion")
-        if version is None:
-            return None
-        return "%d.%d" % (version // 1000, (version % 1000) // 10)
+        return decode_cuda_version(self.optional("the system", "nvmlSystemGetCudaDriverVersion"))
 
-    def nvml_version(self):
-        # type: () -> Optional[str]
+    def nvml_version(self) -> Optional[str]:
         return to_text(self.optional("the system", "nvmlSystemGetNVMLVersion"))
 
-    def gpus(self):
-        # type: () -> List[Gpu]
+    def gpus(self) -> List[Gpu]:
+        """Every GPU NVML enumerates: index, handle, name, UUID, PCI bus id."""
         found = []
         for index in range(self.call("the system", "nvmlDeviceGetCount")):
             where = "GPU %d" % index
@@ -253,89 +314,101 @@ class NvmlSession:
 
     # ---- NVLink -----------------------------------------------------------------------------
 
-    def nvlink_link_count(self, gpu):
-        # type: (Gpu) -> Optional[int]
-        """Links this GPU has: stops where NVML answers InvalidArgument; None if it has no NVLink."""
+    def nvlink_link_count(self, gpu: Gpu) -> Optional[int]:
+        """Links this GPU has, or None if it has no NVLink.
+
+        NVML answers InvalidArgument past the GPU's last link, and NotSupported (on link 0) on a GPU
+        without NVLink; either at link 0 means no NVLink.
+        """
         for link in range(NVLINK_MAX_LINKS):
             try:
                 pynvml.nvmlDeviceGetNvLinkState(gpu.handle, link)
             except pynvml.NVMLError as error:
-                if isinstance(error, pynvml.NVMLError_InvalidArgument):
-                    return link
-                if _is_unavailable(error):
-                    return None if link == 0 else link
+                if is_unavailable(error, ("NVMLError_InvalidArgument",)):
+                    return link or None
                 raise NvmlError("NVML nvmlDeviceGetNvLinkState failed on %s link %d: %s"
-                                % (gpu.label, link, to_text(str(error)))) from error
+                                % (gpu.label, link, _nvml_text(error))) from error
         return NVLINK_MAX_LINKS
 
-    def nvlink_link(self, gpu, link):
-        # type: (Gpu, int) -> Dict[str, Any]
+    def nvlink_link(self, gpu: Gpu, link: int) -> Dict[str, Any]:
+        """Everything about one link; a link that is down has no remote end and may have no version."""
         where = "%s link %d" % (gpu.label, link)
         active = self.call(where, "nvmlDeviceGetNvLinkState", gpu.handle, link) == 1
-        version = self.optional(where, "nvmlDeviceGetNvLinkVersion", gpu.handle, link)
+        # On a link that is down there is nothing at the other end to ask about: drivers answer
+        # NotSupported, NotFound or InvalidArgument there, all of which mean "no value".
+        unavailable = ("NVMLError_NotFound",) if active else ("NVMLError_NotFound", "NVMLError_InvalidArgument")
+        version = self.optional(where, "nvmlDeviceGetNvLinkVersion", gpu.handle, link, also_unavailable=unavailable)
         remote_bus_id = remote_type = None
         if active:
-            remote = self.optional(where, "nvmlDeviceGetNvLinkRemotePciInfo", gpu.handle, link)
+            remote = self.optional(where, "nvmlDeviceGetNvLinkRemotePciInfo", gpu.handle, link,
+                                   also_unavailable=unavailable)
             remote_bus_id = to_text(remote.busId) if remote is not None else None
-            remote_type_code = self.optional(where, "nvmlDeviceGetNvLinkRemoteDeviceType", gpu.handle, link)
-            remote_type = REMOTE_DEVICE_TYPES.get(remote_type_code) if remote_type_code is not None else None
-        p2p = self.optional(where, "nvmlDeviceGetNvLinkCapability", gpu.handle, link, NVLINK_CAP_P2P_SUPPORTED)
+            remote_type = decode_remote_device_type(self.optional(
+                where, "nvmlDeviceGetNvLinkRemoteDeviceType", gpu.handle, link, also_unavailable=unavailable))
+        p2p = self.optional(where, "nvmlDeviceGetNvLinkCapability", gpu.handle, link, NVLINK_CAP_P2P_SUPPORTED,
+                            also_unavailable=unavailable)
         errors = {}
         for counter_name, counter in NVLINK_ERROR_COUNTERS:
-            errors[counter_name] = self.optional(where, "nvmlDeviceGetNvLinkErrorCounter", gpu.handle, link, counter)
+            errors[counter_name] = self.optional(where, "nvmlDeviceGetNvLinkErrorCounter", gpu.handle, link, counter,
+                                                 also_unavailable=unavailable)
         return {
             "link": link,
             "active": active,
-            "version": NVLINK_VERSIONS.get(version) if version is not None else None,
+            "version": decode_nvlink_version(version),
             "remote_pci_bus_id": remote_bus_id,
             "remote_device_type": remote_type,
             "p2p_supported": bool(p2p) if p2p is not None else None,
             "errors": errors,
         }
 
-    def p2p_nvlink_status(self, first, second):
-        # type: (Gpu, Gpu) -> Optional[str]
+    def p2p_nvlink_status(self, first: Gpu, second: Gpu) -> Optional[str]:
+        """P2P over NVLink between two GPUs: 'ok', or why not ('not_supported', ...)."""
         where = "%s and %s" % (first.label, second.label)
         status = self.optional(where, "nvmlDeviceGetP2PStatus", first.handle, second.handle, P2P_CAPS_INDEX_NVLINK)
-        return P2P_STATUSES.get(status, "unknown") if status is not None else None
+        return decode_p2p_status(status)
 
-    def topology_level(self, first, second):
-        # type: (Gpu, Gpu) -> Optional[str]
+    def topology_level(self, first: Gpu, second: Gpu) -> Optional[str]:
         where = "%s and %s" % (first.label, second.label)
-        level = self.optional(where, "nvmlDeviceGetTopologyCommonAncestor", first.handle, second.handle)
-        return TOPOLOGY_LEVELS.get(level, "unknown") if level is not None else None
+        return decode_topology_level(
+            self.optional(where, "nvmlDeviceGetTopologyCommonAncestor", first.handle, second.handle))
 
     # ---- thermal ----------------------------------------------------------------------------
 
-    def memory_temperature(self, gpu):
-        # type: (Gpu) -> Optional[int]
-        """NVML_FI_DEV_MEMORY_TEMP; NVML reports NotSupported per field, inside a successful call."""
-        values = self.optional(gpu.label, "nvmlDeviceGetFieldValues", gpu.handle, [FI_DEV_MEMORY_TEMP])
+    def field_value(self, gpu: Gpu, field_id: int, field_name: str) -> Optional[Any]:
+        """One NVML field; NVML reports NotSupported per field, inside a call that succeeds."""
+        values = self.optional(gpu.label, "nvmlDeviceGetFieldValues", gpu.handle, [field_id])
         if not values:
             return None
         field = values[0]
-        if field.nvmlReturn != 0:
+        status = int(field.nvmlReturn)
+        if status in FIELD_UNAVAILABLE_STATUSES:
             return None
-        return int(field.value.uiVal)
+        if status != 0:
+            error = pynvml.NVMLError(status)
+            raise NvmlError("NVML nvmlDeviceGetFieldValues(%s) failed on %s: %s"
+                            % (field_name, gpu.label, _nvml_text(error)))
+        member = FIELD_VALUE_MEMBERS.get(getattr(field, "valueType", 1), "uiVal")
+        return getattr(field.value, member)
 
-    def clock_event_reasons(self, gpu):
-        # type: (Gpu) -> Optional[List[str]]
+    def memory_temperature(self, gpu: Gpu) -> Optional[int]:
+        """NVML_FI_DEV_MEMORY_TEMP in degrees C, or None where the GPU does not expose it (GeForce GDDR6X)."""
+        value = self.field_value(gpu, FI_DEV_MEMORY_TEMP, "NVML_FI_DEV_MEMORY_TEMP")
+        return None if value is None else int(round(value))
+
+    def clock_event_reasons(self, gpu: Gpu) -> Optional[List[str]]:
         mask = self.optional(gpu.label, "nvmlDeviceGetCurrentClocksEventReasons", gpu.handle)
-        if mask is None:  # drivers before the rename only have the throttle-reasons call
+        if mask is None:  # drivers and pynvml before the rename (535) only have the throttle-reasons call
             mask = self.optional(gpu.label, "nvmlDeviceGetCurrentClocksThrottleReasons", gpu.handle)
         return decode_clock_event_reasons(mask)
 
 
-def milliwatts_to_watts(value):
-    # type: (Optional[int]) -> Optional[float]
-    return None if value is None else round(value / 1000.0, 1)
-
-
-def wait_until(check, timeout, interval, sleep=time.sleep, monotonic=time.monotonic):
-    # type: (Callable[[], Any], float, float, Callable[[float], Any], Callable[[], float]) -> Any
+def wait_until(check: Callable[[], Tuple[bool, Any]], timeout: float, interval: float,
+               sleep: Callable[[float], Any] = time.sleep,
+               monotonic: Callable[[], float] = time.monotonic) -> Tuple[bool, Any, float]:
     """Call check() until it returns (done, value) with done true, or the timeout passes.
 
-    Returns (done, value, waited_seconds); value is the last check's.
+    Returns (done, value, waited_seconds); value is the last check's. The clock and sleep are
+    parameters so tests can run a ten-minute wait in no time.
     """
     started = monotonic()
     while True:

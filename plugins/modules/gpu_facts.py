@@ -26,7 +26,10 @@ options:
     type: int
 notes:
   - Idle GPUs lower their PCIe link B(generation) to save power, so a lower current generation is reported
-    (C(pcie_generation_downshifted)) but not flagged as a fault; only a narrower link B(width) is.
+    (C(pcie_generation_downshifted), informational) but not flagged as a fault; only a narrower link B(width) is
+    (C(pcie_lane_starved), with a warning naming the GPU). Read the generation under load to judge it.
+  - C(pcie_max_generation) is the most the GPU and the slot together allow; C(pcie_gpu_max_generation) is the
+    GPU's own maximum, so a Gen4 card in a Gen3 slot shows 3 and 4.
 author:
   - llmfleet.workstation contributors (@llmfleet)
 extends_documentation_fragment:
@@ -83,24 +86,81 @@ ansible_facts:
           description: One entry per GPU, by NVML index. Values a GPU does not expose are null.
           type: list
           elements: dict
-          sample:
-            - index: 0
-              name: NVIDIA GeForce RTX 3090
-              uuid: GPU-5f0c3d12-8a41-4c7e-9b2d-3090a0000001
-              pci_bus_id: "00000000:01:00.0"
-              memory_total_mib: 24576
-              memory_used_mib: 1
-              pcie_current_generation: 4
-              pcie_max_generation: 4
-              pcie_current_width: 16
-              pcie_max_width: 16
-              pcie_lane_starved: false
-              pcie_generation_downshifted: false
-              persistence_mode: true
-              power_limit_w: 350.0
-              power_default_limit_w: 350.0
-              power_min_limit_w: 100.0
-              power_max_limit_w: 400.0
+          contains:
+            index:
+              description: NVML index.
+              type: int
+              sample: 0
+            name:
+              description: GPU name.
+              type: str
+              sample: NVIDIA GeForce RTX 3090
+            uuid:
+              description: GPU UUID.
+              type: str
+              sample: GPU-5f0c3d12-8a41-4c7e-9b2d-3090a0000001
+            pci_bus_id:
+              description: PCI bus id, as NVML and nvidia-smi print it.
+              type: str
+              sample: "00000000:01:00.0"
+            memory_total_mib:
+              description: Total GPU memory, MiB.
+              type: int
+              sample: 24576
+            memory_used_mib:
+              description: GPU memory in use, MiB.
+              type: int
+              sample: 1
+            pcie_current_generation:
+              description: PCIe link generation now (drops when idle).
+              type: int
+              sample: 4
+            pcie_max_generation:
+              description: Highest PCIe generation the GPU and slot together allow.
+              type: int
+              sample: 4
+            pcie_gpu_max_generation:
+              description: The GPU's own highest PCIe generation.
+              type: int
+              sample: 4
+            pcie_current_width:
+              description: PCIe lanes in use now.
+              type: int
+              sample: 16
+            pcie_max_width:
+              description: PCIe lanes the GPU supports.
+              type: int
+              sample: 16
+            pcie_lane_starved:
+              description: Whether the link runs at fewer lanes than the GPU supports (x8 of x16), a fault.
+              type: bool
+              sample: false
+            pcie_generation_downshifted:
+              description:
+                - Whether the link runs below its highest generation.
+                - Informational - idle GPUs do it to save power.
+              type: bool
+              sample: false
+            persistence_mode:
+              description: Whether persistence mode is on.
+              type: bool
+              sample: true
+            power_limit_w:
+              description: Enforced power limit, W.
+              type: float
+              sample: 350.0
+            power_default_limit_w:
+              description: Default power limit, W.
+              type: float
+              sample: 350.0
+            power_min_limit_w:
+              description: Lowest power limit that can be set, W.
+              type: float
+              sample: 100.0
+            power_max_limit_w:
+              description: Highest power limit that can be set, W.
+              type: float
+              sample: 400.0
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -116,19 +176,21 @@ MIB = 1024 * 1024
 
 def read_gpu(session, gpu):
     """Everything gpu_facts reports about one GPU."""
-    memory = session.call(gpu.label, "nvmlDeviceGetMemoryInfo", gpu.handle)
+    memory = session.optional(gpu.label, "nvmlDeviceGetMemoryInfo", gpu.handle)
     current_gen = session.optional(gpu.label, "nvmlDeviceGetCurrPcieLinkGeneration", gpu.handle)
     max_gen = session.optional(gpu.label, "nvmlDeviceGetMaxPcieLinkGeneration", gpu.handle)
+    gpu_max_gen = session.optional(gpu.label, "nvmlDeviceGetGpuMaxPcieLinkGeneration", gpu.handle)
     current_width = session.optional(gpu.label, "nvmlDeviceGetCurrPcieLinkWidth", gpu.handle)
     max_width = session.optional(gpu.label, "nvmlDeviceGetMaxPcieLinkWidth", gpu.handle)
     persistence = session.optional(gpu.label, "nvmlDeviceGetPersistenceMode", gpu.handle)
     constraints = session.optional(gpu.label, "nvmlDeviceGetPowerManagementLimitConstraints", gpu.handle)
     facts = gpu.identity()
     facts.update(
-        memory_total_mib=int(memory.total // MIB),
-        memory_used_mib=int(memory.used // MIB),
+        memory_total_mib=int(memory.total // MIB) if memory is not None else None,
+        memory_used_mib=int(memory.used // MIB) if memory is not None else None,
         pcie_current_generation=current_gen,
         pcie_max_generation=max_gen,
+        pcie_gpu_max_generation=gpu_max_gen,
         pcie_current_width=current_width,
         pcie_max_width=max_width,
         pcie_lane_starved=bool(current_width is not None and max_width and current_width < max_width),

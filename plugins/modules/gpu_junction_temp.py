@@ -16,7 +16,8 @@ description:
   - Reads, per GPU, the core temperature, the memory (junction) temperature from NVML field
     C(NVML_FI_DEV_MEMORY_TEMP) where the GPU exposes it, the slowdown, shutdown and maximum thresholds,
     the active clock-event (throttle) reasons by name, fan speed, power draw and power limit.
-  - Fails when a GPU is above I(max_core_temp_c) or I(max_memory_temp_c), or is thermally throttling,
+  - Fails when a GPU is above I(max_core_temp_c) or I(max_memory_temp_c) (a reading equal to the limit passes),
+    or is thermally throttling,
     naming the GPU, the value, the limit and the fix. With I(wait_for_cooldown=true) it polls, within one
     NVML session, until every GPU is within limits or I(cooldown_timeout) passes.
   - Returns the readings as C(ansible_facts.llmfleet_gpu_thermal). Never changes the host and never calls
@@ -38,7 +39,8 @@ options:
   memory_temp_unavailable:
     description:
       - What to do where NVML does not expose memory temperature (GeForce GDDR6X cards such as the RTX 3090).
-      - C(warn) adds a warning, C(fail) fails the gate, C(ignore) stays silent. The reading is null either way.
+      - C(warn) adds a warning, C(fail) fails the gate (at once, without waiting for a cooldown), C(ignore)
+        stays silent. The reading is null, with C(memory_temp_source=unavailable), whatever the choice.
     type: str
     choices: [warn, fail, ignore]
     default: warn
@@ -47,15 +49,18 @@ options:
     type: bool
     default: true
   wait_for_cooldown:
-    description: Poll until every GPU is within limits instead of failing at once.
+    description:
+      - Poll, in the same NVML session, until every GPU is within limits and none is thermally throttling,
+        instead of failing at once; C(waited_seconds) says how long it took.
+      - On timeout the gate fails, saying how long it waited and the last readings.
     type: bool
     default: false
   cooldown_timeout:
-    description: Longest wait for a cooldown, in seconds.
+    description: Longest wait for a cooldown, in seconds (0 or more).
     type: int
     default: 600
   poll_interval:
-    description: Seconds between readings while waiting for a cooldown.
+    description: Seconds between readings while waiting for a cooldown (1 or more).
     type: int
     default: 10
 notes:
@@ -115,23 +120,76 @@ ansible_facts:
           description: One entry per GPU. Values a GPU does not expose are null.
           type: list
           elements: dict
-          sample:
-            - index: 0
-              name: NVIDIA GeForce RTX 3090
-              uuid: GPU-5f0c3d12-8a41-4c7e-9b2d-3090a0000001
-              pci_bus_id: "00000000:01:00.0"
-              core_temp_c: 41
-              memory_temp_c: null
-              memory_temp_source: unavailable
-              shutdown_c: 98
-              slowdown_c: 95
-              gpu_max_c: 93
-              memory_max_c: null
-              clock_event_reasons: [gpu_idle]
-              thermal_throttling: false
-              fan_speed_pct: 30
-              power_draw_w: 31.0
-              power_limit_w: 350.0
+          contains:
+            index:
+              description: NVML index.
+              type: int
+              sample: 0
+            name:
+              description: GPU name.
+              type: str
+              sample: NVIDIA GeForce RTX 3090
+            uuid:
+              description: GPU UUID.
+              type: str
+              sample: GPU-5f0c3d12-8a41-4c7e-9b2d-3090a0000001
+            pci_bus_id:
+              description: PCI bus id.
+              type: str
+              sample: "00000000:01:00.0"
+            core_temp_c:
+              description: Core temperature, degrees C.
+              type: int
+              sample: 41
+            memory_temp_c:
+              description:
+                - Memory (junction) temperature, degrees C.
+                - Null where NVML does not expose it (GeForce GDDR6X), never a guess.
+              type: int
+              sample: null
+            memory_temp_source:
+              description: Where C(memory_temp_c) came from - C(nvml_field_memory_temp), or C(unavailable).
+              type: str
+              sample: unavailable
+            shutdown_c:
+              description: Temperature at which the GPU shuts down, degrees C.
+              type: int
+              sample: 98
+            slowdown_c:
+              description: Temperature at which the GPU starts slowing down, degrees C.
+              type: int
+              sample: 95
+            gpu_max_c:
+              description: Highest core temperature for normal operation, degrees C.
+              type: int
+              sample: 93
+            memory_max_c:
+              description: Highest memory temperature for normal operation, degrees C (data-center GPUs).
+              type: int
+              sample: null
+            clock_event_reasons:
+              description:
+                - Active clock-event (throttle) reasons by name, for example C(gpu_idle), C(sw_power_cap),
+                  C(sw_thermal_slowdown), C(hw_thermal_slowdown); bits without a name show as C(unknown_0x...).
+              type: list
+              elements: str
+              sample: [gpu_idle]
+            thermal_throttling:
+              description: Whether software or hardware thermal slowdown is active.
+              type: bool
+              sample: false
+            fan_speed_pct:
+              description: Fan speed, percent of maximum; null on passively cooled GPUs.
+              type: int
+              sample: 30
+            power_draw_w:
+              description: Power draw, W.
+              type: float
+              sample: 31.0
+            power_limit_w:
+              description: Enforced power limit, W.
+              type: float
+              sample: 350.0
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -199,24 +257,44 @@ def heat_problems(facts, params):
     return problems
 
 
+def describe_reading(gpu):
+    """'GPU 1 core 83 C, memory 106 C' for the last readings of a failed cooldown."""
+    def degrees(value):
+        return "n/a" if value is None else "%d C" % value
+
+    return "GPU %d core %s, memory %s" % (gpu["index"], degrees(gpu["core_temp_c"]), degrees(gpu["memory_temp_c"]))
+
+
+def memory_unavailable(facts):
+    """GPUs whose memory temperature NVML does not expose."""
+    return [gpu for gpu in facts["gpus"] if gpu["memory_temp_c"] is None]
+
+
 def run(params, session, sleep=None, monotonic=None):
+    """Read (and with wait_for_cooldown, keep reading) in `session`; returns the module result.
+
+    `sleep` and `monotonic` replace time.sleep/time.monotonic in tests.
+    """
     gpus = session.gpus()
+    fail_unavailable = params["memory_temp_unavailable"] == "fail"
 
     def check():
         facts = collect_thermal(session, gpus)
+        if fail_unavailable and memory_unavailable(facts):
+            return True, facts  # waiting cannot make a sensor appear: stop and fail now
         return not heat_problems(facts, params), facts
 
     if params["wait_for_cooldown"]:
         timing = {key: value for key, value in (("sleep", sleep), ("monotonic", monotonic)) if value is not None}
-        cool, facts, waited = wait_until(check, params["cooldown_timeout"], params["poll_interval"], **timing)
+        _cool, facts, waited = wait_until(check, params["cooldown_timeout"], params["poll_interval"], **timing)
     else:
-        cool, facts = check()
+        _cool, facts = check()
         waited = 0.0
     result = {"changed": False, "waited_seconds": round(waited, 1),
               "ansible_facts": {"llmfleet_gpu_thermal": facts}, "warnings": []}
 
     problems = heat_problems(facts, params)
-    unavailable = [gpu for gpu in facts["gpus"] if gpu["memory_temp_c"] is None]
+    unavailable = memory_unavailable(facts)
     if unavailable and params["memory_temp_unavailable"] != "ignore":
         text = (
             "memory temperature unavailable on %s: NVML does not expose the memory junction sensor of GeForce "
@@ -228,7 +306,10 @@ def run(params, session, sleep=None, monotonic=None):
         else:
             result["warnings"].append(text)
     if problems:
-        waited_text = " after waiting %ds for a cooldown" % round(waited) if params["wait_for_cooldown"] else ""
+        waited_text = ""
+        if params["wait_for_cooldown"] and not (fail_unavailable and unavailable):
+            waited_text = " after waiting %ds for a cooldown (last readings: %s)" % (
+                round(waited), "; ".join(describe_reading(gpu) for gpu in facts["gpus"]))
         result["failed"] = True
         result["msg"] = "Thermal gate failed%s: %s. %s" % (waited_text, "; ".join(problems), COOLING_FIX)
     return result

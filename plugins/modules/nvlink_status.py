@@ -17,44 +17,63 @@ description:
     id and device type, P2P capability, replay/recovery/CRC error counters) and every GPU pair
     (P2P over NVLink, PCIe topology level).
   - Fails with the fix when links are down, which on a two-card workstation almost always means a
-    misseated NVLink bridge; otherwise returns the facts as C(ansible_facts.llmfleet_nvlink).
+    misseated NVLink bridge; otherwise returns the facts as C(ansible_facts.llmfleet_nvlink). The facts are
+    returned on failure too.
   - Link enumeration stops where the GPU's links end, where NVML answers InvalidArgument
-    (after 4 links on an RTX 3090, 18 on an H100/H200 SXM). A GPU without NVLink (RTX 4090, RTX 5090) is reported as
-    such and fails only when I(require_nvlink=true).
+    (after 4 links on an RTX 3090, 18 on an H100/H200 SXM). A GPU without NVLink (RTX 4090, RTX 5090) is reported
+    as such (C(nvlink_present=false)) and fails only when I(require_nvlink=true).
   - On a single-GPU host there is nothing to link; the gate passes with a note unless
-    I(expected_gpu_count) asks for more GPUs.
+    I(expected_gpu_count) asks for more GPUs. A host where NVML finds no GPU at all fails while
+    I(require_nvlink=true).
   - Never changes the host and never calls C(nvidia-smi).
 options:
   expected_gpu_count:
-    description: Fail unless NVML reports exactly this many GPUs.
+    description:
+      - Fail unless NVML reports exactly this many GPUs.
+      - Unset accepts any count. Set it to C(2) on a pair so that a card that dropped off the bus
+        fails the gate instead of passing as a single-GPU host.
     type: int
   min_active_links:
     description:
       - Minimum active links per GPU.
-      - Unset requires every link the GPU reports.
+      - Unset requires every link the GPU reports (4 on an RTX 3090, 18 on an H100/H200 SXM) while
+        I(require_nvlink=true), and no minimum while I(require_nvlink=false).
+      - When set, it is enforced on every GPU that has NVLink, whatever I(require_nvlink) says.
     type: int
   require_nvlink:
     description:
-      - Fail when a multi-GPU host has no NVLink at all. Set C(false) for PCIe-only pairs.
+      - Fail when a multi-GPU host has no NVLink, or when links are down.
+      - Set C(false) for PCIe-only pairs (2x RTX 4090), including NVLink-capable cards run without a bridge;
+        their links are then reported in C(notes), not gated (unless I(min_active_links) is set).
     type: bool
     default: true
   require_p2p:
     description:
-      - Fail unless every GPU pair supports peer-to-peer access over NVLink.
-      - Ignored when I(require_nvlink=false) and the host has no NVLink.
+      - Fail unless every GPU pair supports peer-to-peer access over NVLink (C(nvmlDeviceGetP2PStatus) with
+        the NVLink capability).
+      - With I(require_nvlink=false) it applies only to pairs whose GPUs both have active links, so a
+        PCIe-only pair passes.
     type: bool
     default: true
   fail_on_errors:
     description:
       - Fail when any link's replay, recovery or CRC error counter is nonzero.
-      - Counters NVML does not expose (Hopper and later) are reported as null and never fail the gate.
+      - Counters NVML does not expose (it answers NotSupported on some GPUs and drivers) are reported as null and
+        never fail the gate.
+      - Off by default. On H200s (driver 580) the data-CRC counter read nonzero (5 to 58 per link) on idle,
+        healthy links while C(nvidia-smi nvlink -e) showed 0 CRC errors; rising replay and recovery counts are
+        what point at a bad bridge. Turn it on for bridged GeForce/RTX pairs after a reseat, to catch a bridge
+        that is seated but marginal.
     type: bool
     default: false
 notes:
   - NVLink on Ampere GeForce cards (RTX 3090) needs NVIDIA driver 550 or newer.
-  - The estimated bandwidth uses NVIDIA's per-link figures by NVLink version (50 GB/s bidirectional per link
-    for NVLink 2-4, 100 GB/s for NVLink 5). GA102 cards (RTX 3090, RTX A6000) run NVLink 3 over 4 narrower
-    links, 112.5 GB/s bidirectional in all. It is an estimate, not a measurement.
+  - The bandwidth figures are B(estimates) from NVIDIA's published per-link figures by NVLink version, not
+    measurements - 40 GB/s bidirectional per link for NVLink 1, 50 GB/s for NVLink 2 to 4 (A100, H100/H200
+    18 links = 900 GB/s), 100 GB/s for NVLink 5 (Blackwell). GA102 cards (RTX 3090, RTX A6000) run NVLink 3
+    over 4 narrower links, 112.5 GB/s bidirectional in all (about 14 GB/s each way per link).
+  - C(nvidia-smi nvlink --status) prints the links' signalling rate (26.562 GB/s per direction on an H200),
+    slightly above the specification figure used here.
 author:
   - llmfleet.workstation contributors (@llmfleet)
 extends_documentation_fragment:
@@ -69,15 +88,31 @@ EXAMPLES = r"""
 - name: Report, without gating, on a PCIe-only pair of RTX 4090s
   llmfleet.workstation.nvlink_status:
     require_nvlink: false
-    require_p2p: false
 
 - name: Also fail on link errors, tolerating one dead link per GPU
   llmfleet.workstation.nvlink_status:
     min_active_links: 3
     fail_on_errors: true
+
+- name: Read the links without gating on them
+  llmfleet.workstation.nvlink_status:
+    require_nvlink: false
+    require_p2p: false
+
+- name: Show active links per GPU
+  ansible.builtin.debug:
+    msg: >-
+      {{ ansible_facts.llmfleet_nvlink.active_links_per_gpu }} links active,
+      about {{ ansible_facts.llmfleet_nvlink.estimated_total_bidirectional_bandwidth_gbps }} GB/s
 """
 
 RETURN = r"""
+notes:
+  description: Observations that did not fail the gate (single GPU, PCIe-only pair, links not gated).
+  returned: always
+  type: list
+  elements: str
+  sample: ["Single GPU: no NVLink pair to check"]
 ansible_facts:
   description: Facts set on the host.
   returned: always, also when the gate fails on link state
@@ -85,6 +120,7 @@ ansible_facts:
   contains:
     llmfleet_nvlink:
       description: NVLink state of the host.
+      returned: always
       type: dict
       contains:
         gpu_count:
@@ -92,7 +128,7 @@ ansible_facts:
           type: int
           sample: 2
         nvlink_present:
-          description: Whether any GPU has NVLink links.
+          description: Whether any GPU has NVLink links (active or not).
           type: bool
           sample: true
         active_links_per_gpu:
@@ -106,25 +142,71 @@ ansible_facts:
           sample: true
         estimated_bidirectional_bandwidth_gbps:
           description:
-            - Highest per-GPU estimate of bidirectional NVLink bandwidth, GB/s (what one GPU moves over its links).
-            - Not summed over GPUs, since on a bridged pair both GPUs count the same links.
+            - Highest per-GPU estimate of bidirectional NVLink bandwidth, GB/s (what one GPU moves over its
+              active links), or null without NVLink.
+          type: float
+          sample: 112.5
+        estimated_total_bidirectional_bandwidth_gbps:
+          description:
+            - Estimate for the whole host, GB/s. A link between two of the host's GPUs is counted once (a bridged
+              pair of RTX 3090s has 112.5, not 225); links to an NVSwitch count per GPU (two H200s have 1800).
+            - Null without NVLink.
           type: float
           sample: 112.5
         gpus:
-          description: One entry per GPU.
+          description: One entry per GPU, by NVML index.
           type: list
           elements: dict
-          sample:
-            - index: 0
-              name: NVIDIA GeForce RTX 3090
-              uuid: GPU-5f0c3d12-8a41-4c7e-9b2d-3090a0000001
-              pci_bus_id: "00000000:01:00.0"
-              nvlink_supported: true
-              link_count: 4
-              active_links: 4
-              inactive_links: []
-              estimated_bidirectional_bandwidth_gbps: 112.5
-              links:
+          contains:
+            index:
+              description: NVML index.
+              type: int
+              sample: 0
+            name:
+              description: GPU name.
+              type: str
+              sample: NVIDIA GeForce RTX 3090
+            uuid:
+              description: GPU UUID.
+              type: str
+              sample: GPU-5f0c3d12-8a41-4c7e-9b2d-3090a0000001
+            pci_bus_id:
+              description: PCI bus id.
+              type: str
+              sample: "00000000:01:00.0"
+            nvlink_supported:
+              description: Whether the GPU has NVLink links.
+              type: bool
+              sample: true
+            link_count:
+              description: Links the GPU has (0 without NVLink).
+              type: int
+              sample: 4
+            active_links:
+              description: Links that are up.
+              type: int
+              sample: 4
+            inactive_links:
+              description: Numbers of the links that are down.
+              type: list
+              elements: int
+              sample: []
+            estimated_bidirectional_bandwidth_gbps:
+              description:
+                - Estimate over this GPU's active links, GB/s; 0.0 with every link down.
+                - Null without NVLink, or for an NVLink version without a published figure.
+              type: float
+              sample: 112.5
+            links:
+              description:
+                - One entry per link - C(link), C(active), C(version) (C("3.0") on an RTX 3090, C("4.0") on Hopper),
+                  C(remote_pci_bus_id) (C(FFFFFFFF:FF:FF.0) for NVSwitch ports), C(remote_device_type) (C(gpu),
+                  C(switch), C(ibmnpu), C(unknown)), C(p2p_supported) and C(errors) (C(replay), C(recovery),
+                  C(crc_flit), C(crc_data)). Values NVML does not expose, and the remote end of a link that is
+                  down, are null.
+              type: list
+              elements: dict
+              sample:
                 - link: 0
                   active: true
                   version: "3.0"
@@ -133,19 +215,17 @@ ansible_facts:
                   p2p_supported: true
                   errors: {replay: 0, recovery: 0, crc_flit: 0, crc_data: 0}
         pairs:
-          description: One entry per GPU pair.
+          description:
+            - One entry per GPU pair - C(gpus) (the two indexes), C(p2p_nvlink) (C(ok), C(not_supported),
+              C(chipset_not_supported), C(gpu_not_supported), C(ioh_topology_not_supported), C(disabled_by_regkey),
+              C(unknown), or null where NVML does not say) and C(topology), the PCIe common ancestor (C(internal),
+              C(single), C(multiple), C(hostbridge), C(node), C(system)).
           type: list
           elements: dict
           sample:
             - gpus: [0, 1]
               p2p_nvlink: ok
               topology: hostbridge
-notes:
-  description: Observations that did not fail the gate.
-  returned: always
-  type: list
-  elements: str
-  sample: ["Single GPU: no NVLink pair to check"]
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -158,23 +238,27 @@ from ansible_collections.llmfleet.workstation.plugins.module_utils.nvml import (
 )
 
 RESEAT_FIX = (
-    "Fix: power off the host, reseat the NVLink bridge firmly on both cards until it clicks, check that the "
-    "cards sit in slots matching the bridge spacing (3-slot bridge for the reference build), power on and re-run"
+    "Fix: power off the host, reseat the NVLink bridge firmly on both cards until it clicks, power on and "
+    "re-run; check both cards sit in slots that match the bridge spacing (3-slot bridge for the reference build)"
 )
 
 
 def read_gpu_links(session, gpu):
+    """One GPU's links, counted and estimated."""
     link_count = session.nvlink_link_count(gpu)
     links = [session.nvlink_link(gpu, link) for link in range(link_count or 0)]
     active = [link for link in links if link["active"]]
-    per_link = link_bidirectional_gbps(active[0]["version"], len(links)) if active else None
+    versions = [link["version"] for link in active if link["version"]]
+    per_link = link_bidirectional_gbps(versions[0], len(links), gpu.name) if versions else None
     facts = gpu.identity()
     if per_link:
         bandwidth = round(per_link * len(active), 3)
+    elif links and not active:
+        bandwidth = 0.0  # every link down
     else:
-        bandwidth = 0.0 if links else None  # links all down: zero; no NVLink at all: not applicable
+        bandwidth = None  # no NVLink, or a version this module has no figure for
     facts.update(
-        nvlink_supported=link_count is not None,
+        nvlink_supported=bool(link_count),
         link_count=link_count or 0,
         active_links=len(active),
         inactive_links=[link["link"] for link in links if not link["active"]],
@@ -182,6 +266,28 @@ def read_gpu_links(session, gpu):
         links=links,
     )
     return facts
+
+
+def host_bandwidth(gpu_facts):
+    """Total estimate: a link between two of this host's GPUs is seen from both ends, so it counts half
+    at each; a link to an NVSwitch (or to a GPU we do not see) counts in full."""
+    bus_ids = {gpu["pci_bus_id"].upper() for gpu in gpu_facts}
+    total = None
+    for gpu in gpu_facts:
+        bandwidth = gpu["estimated_bidirectional_bandwidth_gbps"]
+        if bandwidth is None:
+            continue
+        total = total or 0.0
+        if not bandwidth:
+            continue
+        per_link = bandwidth / gpu["active_links"]
+        for link in gpu["links"]:
+            if not link["active"]:
+                continue
+            shared = (link["remote_device_type"] == "gpu"
+                      and (link["remote_pci_bus_id"] or "").upper() in bus_ids)
+            total += per_link / 2 if shared else per_link
+    return None if total is None else round(total, 3)
 
 
 def collect_nvlink(session):
@@ -195,6 +301,7 @@ def collect_nvlink(session):
                 "p2p_nvlink": session.p2p_nvlink_status(first, second),
                 "topology": session.topology_level(first, second),
             })
+    total = host_bandwidth(gpu_facts)
     bandwidths = [gpu["estimated_bidirectional_bandwidth_gbps"] for gpu in gpu_facts
                   if gpu["estimated_bidirectional_bandwidth_gbps"] is not None]
     return {
@@ -202,63 +309,89 @@ def collect_nvlink(session):
         "nvlink_present": any(gpu["nvlink_supported"] for gpu in gpu_facts),
         "active_links_per_gpu": [gpu["active_links"] for gpu in gpu_facts],
         "all_pairs_p2p_nvlink": bool(pairs) and all(pair["p2p_nvlink"] == "ok" for pair in pairs),
-        # Per GPU, not summed: on a bridged pair both GPUs count the same links.
         "estimated_bidirectional_bandwidth_gbps": max(bandwidths) if bandwidths else None,
+        "estimated_total_bidirectional_bandwidth_gbps": total,
         "gpus": gpu_facts,
         "pairs": pairs,
     }
 
 
+def _names(gpus):
+    return ", ".join(describe_gpu(gpu) for gpu in gpus)
+
+
 def evaluate(facts, params):
     """Return (problems, notes): what fails the gate, worded for the operator, and what only informs."""
     problems, notes = [], []
+    gpus = facts["gpus"]
+    require_nvlink = params["require_nvlink"]
+    min_active_links = params.get("min_active_links")
     expected = params.get("expected_gpu_count")
     if expected is not None and facts["gpu_count"] != expected:
-        problems.append("expected %d GPUs, NVML reports %d" % (expected, facts["gpu_count"]))
-    if facts["gpu_count"] < 2:
-        notes.append("Single GPU: no NVLink pair to check" if facts["gpu_count"] else "No GPU found")
+        problems.append("expected %d GPUs, NVML reports %d (%s). Check that every card is seated and powered and "
+                        "that nvidia-smi lists it" % (expected, facts["gpu_count"], _names(gpus) or "none"))
+    if not gpus:
+        if require_nvlink and not problems:
+            problems.append("NVML reports no GPU, so there is no NVLink to check. Check that the cards are seated "
+                            "and powered and that nvidia-smi lists them")
+        notes.append("No GPU found")
+        return problems, notes
+    if len(gpus) == 1:
+        notes.append("Single GPU: no NVLink pair to check")
         return problems, notes
 
     if not facts["nvlink_present"]:
-        names = ", ".join(describe_gpu(gpu) for gpu in facts["gpus"])
-        if params["require_nvlink"]:
+        if require_nvlink:
             problems.append(
                 "no NVLink on %s: these GPUs report no NVLink links (RTX 40- and 50-series have none). For a "
                 "PCIe-only pair set require_nvlink: false (gpu_gates_nvlink_required: false) and prefer pipeline "
-                "parallelism" % names
+                "parallelism" % _names(gpus)
             )
         else:
-            notes.append("No NVLink on %s: GPUs talk over PCIe" % names)
+            notes.append("No NVLink on %s: GPUs talk over PCIe" % _names(gpus))
         return problems, notes
 
+    # Link state is gated while NVLink is required, or when the operator set a minimum explicitly.
+    gate_links = require_nvlink or min_active_links is not None
+    linked = [gpu for gpu in gpus if gpu["active_links"]]
+    if not gate_links and not linked:
+        notes.append("NVLink links present but none active on %s (no bridge fitted, or it is unseated): GPUs talk "
+                     "over PCIe" % _names(gpus))
     link_problems = []
-    for gpu in facts["gpus"]:
+    for gpu in gpus:
         if not gpu["nvlink_supported"]:
-            link_problems.append("%s reports no NVLink links" % describe_gpu(gpu))
+            if require_nvlink:
+                link_problems.append("%s reports no NVLink links" % describe_gpu(gpu))
             continue
-        required = params.get("min_active_links")
-        required = gpu["link_count"] if required is None else required
-        if gpu["active_links"] < required:
-            link_problems.append(
-                "%s has %d of %d NVLink links active, %d required (links %s inactive)"
-                % (describe_gpu(gpu), gpu["active_links"], gpu["link_count"], required,
-                   format_ranges(gpu["inactive_links"]))
-            )
+        required = gpu["link_count"] if min_active_links is None else min_active_links
+        if gpu["active_links"] >= required:
+            continue
+        seen = "%s has %d of %d NVLink links active" % (describe_gpu(gpu), gpu["active_links"], gpu["link_count"])
+        inactive = "links %s inactive" % format_ranges(gpu["inactive_links"])
+        if gate_links:
+            link_problems.append("%s, %d required (%s)" % (seen, required, inactive))
+        elif linked:
+            notes.append("%s (%s); not gated (require_nvlink: false)" % (seen, inactive))
     if link_problems:
         problems.append("; ".join(link_problems) + ". " + RESEAT_FIX)
 
     if params["require_p2p"]:
+        linked_indexes = {gpu["index"] for gpu in linked}
         for pair in facts["pairs"]:
-            if pair["p2p_nvlink"] != "ok":
-                first, second = (facts["gpus"][index] for index in pair["gpus"])
-                problems.append(
-                    "P2P over NVLink between %s and %s is %s (topology %s)%s"
-                    % (describe_gpu(first), describe_gpu(second), pair["p2p_nvlink"] or "unavailable", pair["topology"],
-                       "" if link_problems else ". Check the driver is 550+ and the bridge connects these two GPUs")
-                )
+            if pair["p2p_nvlink"] == "ok":
+                continue
+            if not require_nvlink and not linked_indexes.issuperset(pair["gpus"]):
+                continue  # NVLink optional and this pair has no live links: PCIe is expected
+            first, second = (gpus[index] for index in pair["gpus"])
+            problems.append(
+                "P2P over NVLink between %s and %s is %s (topology %s)%s"
+                % (describe_gpu(first), describe_gpu(second), pair["p2p_nvlink"] or "unavailable",
+                   pair["topology"] or "unavailable",
+                   "" if link_problems else ". Check the driver is 550+ and the bridge connects these two GPUs")
+            )
 
     if params["fail_on_errors"]:
-        for gpu in facts["gpus"]:
+        for gpu in gpus:
             for link in gpu["links"]:
                 counted = ", ".join("%s=%d" % item for item in sorted(link["errors"].items()) if item[1])
                 if counted:
@@ -270,6 +403,7 @@ def evaluate(facts, params):
 
 
 def run(params, session):
+    """Read every link and pair in `session`, judge them against `params`; returns the module result."""
     facts = collect_nvlink(session)
     problems, notes = evaluate(facts, params)
     result = {"changed": False, "ansible_facts": {"llmfleet_nvlink": facts}, "notes": notes}

@@ -2,11 +2,15 @@
 
 Usage: bench_nvml_vs_smi.py [RUNS]   (needs nvidia-smi, pynvml, ansible-core importable, and the
 collection importable as ansible_collections.llmfleet.workstation, as check_gates.sh arranges)
+Times the modules' work functions directly (no Ansible overhead), the nvidia-smi calls, and, for
+reference, each module run once through `ansible localhost -m` (ANSIBLE_RUNS times, default 1).
 Prints medians and the ratio, and a JSON line for the docs.
 """
 
 import collections
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -54,6 +58,15 @@ def module_reads_one_session():
 def smi_reads():
     for command in SMI_COMMANDS:
         subprocess.run(command, capture_output=True, check=False)
+
+
+def ansible_run(module):
+    """One `ansible localhost -m llmfleet.workstation.<module>` run, as an operator would start it."""
+    subprocess.run(
+        ["ansible", "localhost", "-c", "local", "-o", "-e", "ansible_python_interpreter=%s" % sys.executable,
+         "-m", "llmfleet.workstation.%s" % module],
+        capture_output=True, check=False,
+    )
 
 
 def timed(function, runs):
@@ -106,10 +119,21 @@ def main(runs):
         "nvidia_smi_min_ms": round(min(smi) * 1000, 1),
     }
     result["ratio"] = round(result["nvidia_smi_median_ms"] / result["nvml_median_ms"], 1)
+    if shutil.which("ansible") and os.environ.get("ANSIBLE_COLLECTIONS_PATH"):
+        ansible_runs = int(os.environ.get("ANSIBLE_RUNS", "1"))
+        for module in ("gpu_facts", "nvlink_status", "gpu_junction_temp"):
+            samples = timed(lambda module=module: ansible_run(module), ansible_runs)
+            result["ansible_%s_ms" % module] = round(statistics.median(samples) * 1000, 1)
+    else:
+        print("(no ansible on PATH or no ANSIBLE_COLLECTIONS_PATH: the full-module reference run is skipped)")
     print("NVML in one session: median %.1f ms" % result["nvml_one_session_median_ms"])
     print("NVML (three modules' reads): median %.1f ms; nvidia-smi (%d calls, same figures): median %.1f ms; "
           "nvidia-smi takes %.1fx as long" % (result["nvml_median_ms"], len(SMI_COMMANDS),
                                               result["nvidia_smi_median_ms"], result["ratio"]))
+    for module in ("gpu_facts", "nvlink_status", "gpu_junction_temp"):
+        if "ansible_%s_ms" % module in result:
+            print("ansible localhost -m %s (Ansible start-up included): %.0f ms"
+                  % (module, result["ansible_%s_ms" % module]))
     print(json.dumps(result))
     print("Where one session's time goes (calls, ms):")
     for name, (calls, total) in list(profile_calls().items())[:12]:

@@ -8,20 +8,43 @@ from a description of GPUs and raise pynvml's own NVMLError subclasses where rea
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+LINK_PARTS = ("ansible_collections", "llmfleet", "workstation")
+
+
+def _link_collection(root):
+    """Make root/ansible_collections/llmfleet/workstation a symlink to this checkout; False if it can't."""
+    link = root.joinpath(*LINK_PARTS)
+    if link.is_symlink() and link.resolve() == REPO:
+        return True
+    try:
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink():
+            link.unlink()  # stale: points at another checkout, or at nothing
+        os.symlink(str(REPO), str(link))
+    except FileExistsError:
+        pass  # a parallel run made it first, or something that is not our link is there: checked below
+    except OSError:
+        return False
+    return link.is_symlink() and link.resolve() == REPO
 
 
 def _collection_root():
-    """A directory holding ansible_collections/llmfleet/workstation -> this checkout."""
+    """A directory holding ansible_collections/llmfleet/workstation -> this checkout.
+
+    .cache/collections (ignored by git, and the ANSIBLE_COLLECTIONS_PATH the Makefile uses), or a
+    temporary directory when .cache is read-only or holds something else there.
+    """
     root = REPO / ".cache" / "collections"
-    link = root / "ansible_collections" / "llmfleet" / "workstation"
-    if not link.exists():
-        link.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(REPO, link)
+    if not _link_collection(root):
+        root = Path(tempfile.mkdtemp(prefix="llmfleet-collections-"))
+        if not _link_collection(root):
+            raise RuntimeError("cannot link %s into %s" % (REPO, root))
     return root
 
 
@@ -29,6 +52,10 @@ sys.path.insert(0, str(_collection_root()))
 
 import pynvml  # noqa: E402  (after the path set-up, like every import of the collection)
 from ansible.module_utils.testing import patch_module_args  # noqa: E402
+
+
+def nvml_text(value):
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def nvml_error(code):
@@ -61,7 +88,8 @@ def gpu(name="NVIDIA GeForce RTX 3090", bus_id="00000000:01:00.0", links=None, *
         "uuid": "GPU-%s" % bus_id.replace(":", "").replace(".", ""),
         "bus_id": bus_id,
         "memory_mib": (24576, 1),
-        "pcie": (4, 4, 16, 16),
+        "pcie": (4, 4, 16, 16),  # current gen, max gen, current width, max width
+        "gpu_max_gen": 4,
         "persistence": 1,
         "power_mw": {"usage": 30000, "enforced": 350000, "default": 350000, "constraints": (100000, 400000)},
         "fan": 30,
@@ -102,6 +130,7 @@ class FakeNvml:
         self.driver = "560.35.03"
         self.cuda = 12060
         self.calls = []
+        self.link_calls = []  # (function, GPU index, link) for every NVLink call
         self.shutdowns = 0
 
     def handle(self, index):
@@ -112,14 +141,15 @@ class FakeNvml:
 
     def install(self, gpus, **settings):
         self.gpus = gpus
+        self.link_calls = []
         for key, value in settings.items():
             setattr(self, key, value)
         patch = self.monkeypatch.setattr
         patch(pynvml, "nvmlInit", self.init)
         patch(pynvml, "nvmlShutdown", self.shutdown)
-        patch(pynvml, "nvmlSystemGetDriverVersion", lambda: self.driver)
-        patch(pynvml, "nvmlSystemGetCudaDriverVersion", lambda: self.cuda)
-        patch(pynvml, "nvmlSystemGetNVMLVersion", lambda: "12." + self.driver)
+        patch(pynvml, "nvmlSystemGetDriverVersion", self.system_reader(lambda: self.driver))
+        patch(pynvml, "nvmlSystemGetCudaDriverVersion", self.system_reader(lambda: self.cuda))
+        patch(pynvml, "nvmlSystemGetNVMLVersion", self.system_reader(lambda: "12.%s" % nvml_text(self.driver)))
         patch(pynvml, "nvmlDeviceGetCount", lambda: len(self.gpus))
         patch(pynvml, "nvmlDeviceGetHandleByIndex", self.get_handle)
         for name, reader in {
@@ -132,6 +162,7 @@ class FakeNvml:
             "nvmlDeviceGetMaxPcieLinkGeneration": lambda g: g["pcie"][1],
             "nvmlDeviceGetCurrPcieLinkWidth": lambda g: g["pcie"][2],
             "nvmlDeviceGetMaxPcieLinkWidth": lambda g: g["pcie"][3],
+            "nvmlDeviceGetGpuMaxPcieLinkGeneration": lambda g: g["gpu_max_gen"],
             "nvmlDeviceGetPowerUsage": lambda g: g["power_mw"]["usage"],
             "nvmlDeviceGetEnforcedPowerLimit": lambda g: g["power_mw"]["enforced"],
             "nvmlDeviceGetPowerManagementDefaultLimit": lambda g: g["power_mw"]["default"],
@@ -143,12 +174,15 @@ class FakeNvml:
         patch(pynvml, "nvmlDeviceGetTemperature", self.device_reader("temp", lambda g: g["core_c"]))
         patch(pynvml, "nvmlDeviceGetTemperatureThreshold", self.threshold)
         patch(pynvml, "nvmlDeviceGetFieldValues", self.field_values)
-        patch(pynvml, "nvmlDeviceGetNvLinkState", self.link_reader(lambda link, *_: 1 if link["active"] else 0))
-        patch(pynvml, "nvmlDeviceGetNvLinkVersion", self.link_reader(lambda link, *_: link["version"]))
-        patch(pynvml, "nvmlDeviceGetNvLinkRemotePciInfo", self.link_reader(lambda link, *_: Pci(link["remote"])))
-        patch(pynvml, "nvmlDeviceGetNvLinkRemoteDeviceType", self.link_reader(lambda link, *_: link["type"]))
-        patch(pynvml, "nvmlDeviceGetNvLinkCapability", self.link_reader(lambda link, *_: link["p2p"]))
-        patch(pynvml, "nvmlDeviceGetNvLinkErrorCounter", self.link_reader(self.error_counter))
+        for name, reader in {
+            "nvmlDeviceGetNvLinkState": lambda link, *_: 1 if link["active"] else 0,
+            "nvmlDeviceGetNvLinkVersion": lambda link, *_: link["version"],
+            "nvmlDeviceGetNvLinkRemotePciInfo": lambda link, *_: Pci(link["remote"]),
+            "nvmlDeviceGetNvLinkRemoteDeviceType": lambda link, *_: link["type"],
+            "nvmlDeviceGetNvLinkCapability": lambda link, *_: link["p2p"],
+            "nvmlDeviceGetNvLinkErrorCounter": self.error_counter,
+        }.items():
+            patch(pynvml, name, self.link_reader(name, reader))
         patch(pynvml, "nvmlDeviceGetP2PStatus", self.p2p_status)
         patch(pynvml, "nvmlDeviceGetTopologyCommonAncestor", self.common_ancestor)
         return self
@@ -162,6 +196,15 @@ class FakeNvml:
     def shutdown(self):
         self.shutdowns += 1
 
+    @staticmethod
+    def system_reader(reader):
+        def read():
+            value = reader()
+            if value is None:
+                raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+            return value
+        return read
+
     def get_handle(self, index):
         if index >= len(self.gpus):
             raise nvml_error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
@@ -170,6 +213,8 @@ class FakeNvml:
     def device_reader(self, name, reader):
         def read(handle, *args):
             value = reader(self._gpu(handle))
+            if callable(value):  # a reading that changes over time (see the cooldown tests)
+                value = value()
             if isinstance(value, Exception):
                 raise value
             if value is None:
@@ -191,8 +236,9 @@ class FakeNvml:
             return [Field(pynvml.NVML_ERROR_NOT_SUPPORTED)]
         return [Field(pynvml.NVML_SUCCESS, value() if callable(value) else value)]
 
-    def link_reader(self, reader):
+    def link_reader(self, name, reader):
         def read(handle, link, *args):
+            self.link_calls.append((name, handle[1], link))
             links = self._gpu(handle)["links"]
             if links is None:
                 raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
