@@ -68,36 +68,43 @@ def parse_nvlink_status(text):
             for index, links in parse_nvlink_speeds(text).items()}
 
 
-def parse_nvlink_speeds(text):
-    """`nvidia-smi nvlink --status` -> {gpu_index: {link: GB/s each way, or None while inactive}}."""
-    gpus, current = {}, None
+def gpu_sections(text):
+    """Split `nvidia-smi nvlink ...` output into {gpu_index: [the lines under its 'GPU N:' header]}."""
+    sections, current = {}, None
     for line in text.splitlines():
         header = re.match(r"GPU (\d+):", line)
         if header:
             current = int(header.group(1))
-            gpus[current] = {}
-            continue
-        link = re.match(r"\s*Link (\d+):\s*(.*)$", line)
-        if link and current is not None:
-            speed = re.match(r"([\d.]+)\s*GB/s", link.group(2).strip())
-            inactive = "inactive" in link.group(2).lower()
-            gpus[current][int(link.group(1))] = float(speed.group(1)) if speed and not inactive else None
+            sections[current] = []
+        elif current is not None:
+            sections[current].append(line)
+    return sections
+
+
+def parse_nvlink_speeds(text):
+    """`nvidia-smi nvlink --status` -> {gpu_index: {link: GB/s each way, or None while inactive}}."""
+    gpus = {}
+    for index, lines in gpu_sections(text).items():
+        gpus[index] = {}
+        for line in lines:
+            link = re.match(r"\s*Link (\d+):\s*(.*)$", line)
+            if link:
+                speed = re.match(r"([\d.]+)\s*GB/s", link.group(2).strip())
+                inactive = "inactive" in link.group(2).lower()
+                gpus[index][int(link.group(1))] = float(speed.group(1)) if speed and not inactive else None
     return gpus
 
 
 def parse_nvlink_errors(text):
     """`nvidia-smi nvlink --errorcounters` -> {gpu_index: {link: {"replay": n, "recovery": n, "crc": n}}}."""
-    gpus, current = {}, None
-    for line in text.splitlines():
-        header = re.match(r"GPU (\d+):", line)
-        if header:
-            current = int(header.group(1))
-            gpus[current] = {}
-            continue
-        counter = re.match(r"\s*Link (\d+): (.+?) Errors: (\d+)", line)
-        if counter and current is not None:
-            name = counter.group(2).strip().lower().replace(" ", "_")
-            gpus[current].setdefault(int(counter.group(1)), {})[name] = int(counter.group(3))
+    gpus = {}
+    for index, lines in gpu_sections(text).items():
+        gpus[index] = {}
+        for line in lines:
+            counter = re.match(r"\s*Link (\d+): (.+?) Errors: (\d+)", line)
+            if counter:
+                name = counter.group(2).strip().lower().replace(" ", "_")
+                gpus[index].setdefault(int(counter.group(1)), {})[name] = int(counter.group(3))
     return gpus
 
 
