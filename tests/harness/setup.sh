@@ -64,6 +64,24 @@ else
   step "Target wheelhouse is current ($nvml_py_pin)"
 fi
 
+# The engine for the serving scenarios: vLLM's CPU build and everything it needs (about 0.9 GB), mounted
+# read-only into those targets as their offline wheelhouse. Its torch pin (2.13.0+cpu) is a local-version
+# wheel that PyPI does not carry: pip takes it from a find-links directory (LLMFLEET_TORCH_FIND_LINKS,
+# else PIP_FIND_LINKS, else /opt/wheels).
+engine_wheels="$cache/engine-wheels"
+engine_stamp="$engine_wheels/.requirements.sha256"
+engine_hash=$(sha256sum requirements/engine-cpu.txt | cut -d' ' -f1)
+if [ "$(cat "$engine_stamp" 2>/dev/null)" != "$engine_hash" ]; then
+  step "Downloading the CPU engine wheelhouse (requirements/engine-cpu.txt) into .cache/engine-wheels"
+  torch_links=${LLMFLEET_TORCH_FIND_LINKS:-${PIP_FIND_LINKS:-/opt/wheels}}
+  find_links=()
+  [ -d "$torch_links" ] && find_links=(--find-links "$torch_links")
+  quiet_pip download -q -d "$engine_wheels" "${find_links[@]}" -r requirements/engine-cpu.txt
+  echo "$engine_hash" >"$engine_stamp"
+else
+  step "CPU engine wheelhouse is current (.cache/engine-wheels)"
+fi
+
 # Podman's default runtime (crun) cannot apply its rlimits or drive hybrid cgroups on some hosts; runc
 # boots systemd everywhere we have tried. Scoped to this project through CONTAINERS_CONF (the Makefile
 # exports it too); the host's own podman configuration is left alone.
