@@ -1,13 +1,14 @@
 """Print what the engine venv can do, as one JSON line: the engine imports, torch's version and GPUs."""
 
+import importlib
 import importlib.metadata
 import json
 import sys
 
 report = {"python": sys.version.split()[0]}
 try:
-    import torch
-    import vllm  # noqa: F401  (importing it is the check)
+    torch = importlib.import_module("torch")
+    importlib.import_module("vllm")  # importing the engine is the check
 except Exception as error:  # the message goes back to the operator as it is
     report["import_error"] = "%s: %s" % (type(error).__name__, error)
     print(json.dumps(report))
