@@ -11,8 +11,9 @@ suite=bookworm
 mirror=${LLMFLEET_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # What a converged workstation needs before our roles run: systemd as PID 1, Python for Ansible
 # (python3-apt for the apt module), sudo for become, pip/venv for the engine roles, and the tools the
-# roles and tests call (iproute2 for ss, curl for health probes, procps for ps).
-packages=systemd,systemd-sysv,dbus,python3,python3-apt,python3-pip,python3-venv,sudo,iproute2,ca-certificates,curl,procps,gnupg,rsync,openssh-client
+# roles and tests call (iproute2 for ss, curl for health probes, procps for ps), libnuma1 for the CPU build of
+# vLLM that the serving tests run (the vllm role installs it too; having it here keeps targets offline).
+packages=systemd,systemd-sysv,dbus,python3,python3-apt,python3-pip,python3-venv,sudo,iproute2,ca-certificates,curl,procps,gnupg,rsync,openssh-client,libnuma1
 
 recipe_hash=$( { cat "$0"; echo "$suite $packages"; } | sha256sum | cut -c1-12)
 image="$image_repo:$recipe_hash"

@@ -149,7 +149,7 @@ def test_environment_points_at_the_answering_backend_only(host):
 
 
 def test_models_need_a_signed_in_user(host):
-    status, _ = api(host, "GET", "/api/models")
+    status, _unused = api(host, "GET", "/api/models")
     assert status == 401
 
 
@@ -161,7 +161,7 @@ def test_first_account_is_admin_and_sees_the_backend_model(host):
 
 
 def test_signup_is_closed_after_the_admin(host):
-    status, _ = api(host, "POST", "/api/v1/auths/signup",
+    status, _unused = api(host, "POST", "/api/v1/auths/signup",
                     body={"name": "Someone", "email": "someone@example.org", "password": "another-password-2"})
     assert status == 403
 
@@ -174,7 +174,6 @@ def test_check_mode_on_the_converged_frontend_reports_no_change():
     assert returncode == 0, json.dumps(report["stats"])
     assert report["stats"]["owui-frontend"]["failures"] == 0
     assert report["stats"]["owui-frontend"]["changed"] == 0
-
 
 
 def test_check_mode_on_a_fresh_host_fails_nothing_and_changes_nothing():

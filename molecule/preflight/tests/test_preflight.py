@@ -250,7 +250,7 @@ def test_report_files_hold_the_printed_rows(runs):
 
 
 def test_unprepared_host_and_low_disk_are_reported_not_fixed(host):
-    completed, _ = run_preflight(
+    completed, _unused = run_preflight(
         "unprepared", "--limit", "pf-ok", "-e", "gpu_gates_venv=/opt/llmfleet/absent",
         "-e", "preflight_min_free_gb=100000", extra_hosts=False,
     )
@@ -264,7 +264,7 @@ def test_unprepared_host_and_low_disk_are_reported_not_fixed(host):
 
 
 def test_fail_on_verdict_fails_the_unfit_hosts():
-    failing, _ = run_preflight("gate-fleet", "-e", "preflight_fail_on_verdict=true")
+    failing, _unused = run_preflight("gate-fleet", "-e", "preflight_fail_on_verdict=true")
     assert failing.returncode != 0
     stats = recap(failing.stdout)
     assert {host: stats[host]["failed"] for host in stats if host in FLEET or host == UNREACHABLE} == {
@@ -272,5 +272,5 @@ def test_fail_on_verdict_fails_the_unfit_hosts():
     }
     assert "Preflight verdict fail: NVLink bridge misseated" in failing.stdout + failing.stderr
 
-    passing, _ = run_preflight("gate-ok", "--limit", "pf-ok", "-e", "preflight_fail_on_verdict=true", extra_hosts=False)
+    passing, _unused = run_preflight("gate-ok", "--limit", "pf-ok", "-e", "preflight_fail_on_verdict=true", extra_hosts=False)
     assert passing.returncode == 0, passing.stdout[-3000:]
