@@ -272,5 +272,6 @@ def test_fail_on_verdict_fails_the_unfit_hosts():
     }
     assert "Preflight verdict fail: NVLink bridge misseated" in failing.stdout + failing.stderr
 
-    passing, _unused = run_preflight("gate-ok", "--limit", "pf-ok", "-e", "preflight_fail_on_verdict=true", extra_hosts=False)
+    passing, _unused = run_preflight("gate-ok", "--limit", "pf-ok", "-e", "preflight_fail_on_verdict=true",
+                                     extra_hosts=False)
     assert passing.returncode == 0, passing.stdout[-3000:]
