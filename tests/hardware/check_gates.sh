@@ -61,6 +61,11 @@ nvidia-smi >"$out/smi.txt" 2>&1 || true
 status=0
 "$python" "$repo/tests/hardware/compare_with_nvidia_smi.py" "$out" || status=$?
 
+echo "==> vllm_service facts.yml and plan.yml on these GPUs (tests/hardware/run_plan.yml)"
+ansible-playbook -i localhost, -e "ansible_python_interpreter=$python out=$out" "$repo/tests/hardware/run_plan.yml" \
+  >"$out/plan.log" 2>&1 || { tail -n 30 "$out/plan.log"; status=1; }
+grep -h -A3 '"Show the plan"\|TASK \[llmfleet.workstation.vllm_service : Show the plan' "$out/plan.log" | grep -o 'Fits on[^"]*' || true
+
 echo "==> Timing NVML reads against nvidia-smi"
 PYTHONPATH=$collections${PYTHONPATH:+:$PYTHONPATH} "$python" "$repo/tests/hardware/bench_nvml_vs_smi.py" \
   "${BENCH_RUNS:-20}" | tee "$out/bench.txt"
