@@ -142,8 +142,10 @@ def stream_completion(url, payload, *, api_key=None, timeout=120.0, validate_cer
                                      % (url, error.get("message", error) if isinstance(error, dict) else error))
                 if chunk.get("usage"):
                     usage = chunk["usage"]
+                # One chunk per generated token, also when its text is empty: a token that decodes to nothing
+                # (a special token, half of a UTF-8 character) still took its decode step.
                 for choice in chunk.get("choices") or []:
-                    if choice.get("text"):
+                    if isinstance(choice.get("text"), str):
                         now = clock()
                         if first_token is None:
                             first_token = now

@@ -165,14 +165,16 @@ def test_weights_were_downloaded_once_for_two_hosts():
     assert len(records) == len(allowed_files())
 
 
-@pytest.mark.parametrize("name", ["llmfleet-serve1", "llmfleet-serve2"])
-def test_each_host_holds_a_verified_copy(name):
+@pytest.mark.parametrize("name, owner", [("llmfleet-serve1", "vllm"), ("llmfleet-serve2", "root")])
+def test_each_host_holds_a_verified_copy(name, owner):
+    """Same bytes as the hub's files, owned by model_owner (the engine user, or root on serve2), no locks."""
     other = target(name)
     commit = (HUB_DIR / "commit").read_text().strip()
     snapshot = "%s/%s" % (SNAPSHOTS, commit)
     for relative in allowed_files():
         expected = hashlib.sha256((TINY_MODEL / relative).read_bytes()).hexdigest()
         assert other.check_output("sha256sum %s/%s", snapshot, relative).split()[0] == expected, relative
+        assert other.check_output("stat -L -c %%U %s/%s", snapshot, relative) == owner, relative
     assert not other.file("%s/.locks" % SNAPSHOTS).exists
 
 

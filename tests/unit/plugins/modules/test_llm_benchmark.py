@@ -26,7 +26,8 @@ API_KEY = "s3cret-key"
 
 
 class FakeVllm:
-    def __init__(self, ttft_s=0.08, token_interval_s=0.01, api_key=None, usage=True, drop_after=None):
+    def __init__(self, ttft_s=0.08, token_interval_s=0.01, api_key=None, usage=True, drop_after=None, text=" word"):
+        self.text = text
         self.ttft_s = ttft_s
         self.token_interval_s = token_interval_s
         self.api_key = api_key
@@ -107,7 +108,7 @@ class FakeVllm:
             if self.drop_after is not None and index == self.drop_after:
                 return
             event = {"id": "cmpl-1", "object": "text_completion", "model": MODEL,
-                     "choices": [{"index": 0, "text": " word", "logprobs": None, "finish_reason": None}]}
+                     "choices": [{"index": 0, "text": self.text, "logprobs": None, "finish_reason": None}]}
             request.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
         if self.usage:
             usage = {"prompt_tokens": prompt_tokens, "completion_tokens": body["max_tokens"],
@@ -183,6 +184,17 @@ def test_without_usage_events_are_counted_and_prompt_tokens_is_null():
     level = result["levels"][0]
     assert level["completion_tokens"] == 20
     assert level["prompt_tokens"] is None
+
+
+def test_tokens_that_decode_to_no_text_still_count():
+    # vLLM streams one event per token; a special token or half a UTF-8 character arrives with text "".
+    with FakeVllm(text="", ttft_s=0.05, token_interval_s=0.02) as server:
+        result = run_benchmark(params(server.base_url, concurrency=[1], repeats=1, warmup_requests=0))
+    level = result["levels"][0]
+    assert level["completion_tokens"] == 20
+    assert 40 <= level["ttft_ms"]["median"] < 40 + 200
+    # 19 tokens after the first, 20 ms apart: about 50 tok/s, never more than the server's pace allows.
+    assert 20 < level["decode_tokens_per_second"]["median"] <= 52
 
 
 def test_envelope_failure_names_measured_and_required_numbers():
