@@ -1,5 +1,5 @@
 # Two commands for a new operator, each doing its own set-up:
-#   make run    converge playbooks/site.yml into a simulated workstation (systemd container, fake NVML)
+#   make run    converge playbooks/site.yml into a simulated fleet (systemd containers, fake NVML)
 #   make test   lint, sanity, unit and integration tests
 SHELL := /bin/bash
 .ONESHELL:
@@ -23,10 +23,10 @@ setup:
 	@$(TIMED) setup bash tests/harness/setup.sh
 
 run: setup
-	@$(TIMED) "run (site.yml into a simulated workstation)" bash tests/harness/run_site.sh
+	@$(TIMED) "run (site.yml into a simulated fleet)" bash tests/harness/run_site.sh
 
 run-destroy:
-	@molecule destroy -s site
+	@molecule destroy -s fleet
 
 # Every stage runs even after a failure (make -k), so one run reports everything; the exit status
 # is still the failure's.

@@ -79,12 +79,13 @@ echo "    building $image (open-webui $version, torch $torch_version)" >&2
   --label "org.opencontainers.image.version=$version" \
   --tag "$image" \
   --file "$here/Containerfile" "$here" >/dev/null
-"${store_podman[@]}" tag "$image" "$upstream_image:$tag"
 
-# Earlier builds are never used again: keep one stand-in in the store.
+# Earlier builds are never used again: keep one stand-in in the store. The upstream name is given to the new build
+# only afterwards, since removing an earlier build by force took that name with it.
 "${store_podman[@]}" images --format '{{.Repository}}:{{.Tag}}' --filter "reference=$local_repo" \
   | grep -vx "$image" | xargs -r "${store_podman[@]}" rmi --force >/dev/null 2>&1 || true
 "${store_podman[@]}" image prune --force >/dev/null 2>&1 || true
+"${store_podman[@]}" tag "$image" "$upstream_image:$tag"
 
 echo "    built $image in $((SECONDS - started)) s" \
   "($("${store_podman[@]}" image inspect --format '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}'))" >&2
