@@ -52,8 +52,8 @@ def report_of(completed):
     try:
         return json.loads(completed.stdout)
     except ValueError:
-        pytest.fail("no JSON report (exit %d): %s %s" % (completed.returncode, completed.stdout[-3000:],
-                                                        completed.stderr[-3000:]))
+        pytest.fail("no JSON report (exit %d): %s %s"
+                    % (completed.returncode, completed.stdout[-3000:], completed.stderr[-3000:]))
 
 
 def failures(report, host):
@@ -240,7 +240,7 @@ def test_check_mode_on_the_converged_fleet_changes_nothing():
     # gates install from the offline wheelhouse through gpu_gates_pip_extra_args); nothing else may change.
     assert changed_tasks(report, HEALTHY) == [
         "llmfleet.workstation.gpu_gates : Install the NVML Python bindings into the gates venv"]
-    [(play, _, message)] = failures(report, BROKEN)
+    [(play, _task, message)] = failures(report, BROKEN)
     assert play == GATES_PLAY and message.startswith("NVLink gate failed")
     assert main_pid(target(HEALTHY)) == pid
 
@@ -261,7 +261,7 @@ def test_failed_canary_stops_the_rollout_before_any_other_host():
                          "-e", settings_with(LLMFLEET_ROLLOUT=1))
     report = report_of(completed)
     assert completed.returncode != 0
-    [(_, task, message)] = failures(report, BROKEN)
+    [(_play, task, message)] = failures(report, BROKEN)
     assert message.startswith("NVLink gate failed")
     assert tasks_run(report, HEALTHY) == []
     assert main_pid(healthy) == pid
@@ -308,7 +308,7 @@ def test_failed_update_is_rolled_back_to_the_previous_venv(broken_release):
     assert completed.returncode == 2
     # The failed health check and the role's own report of it were rescued; the host fails once, at the end.
     assert report["stats"][HEALTHY]["failures"] == 1
-    _, task, message = failures(report, HEALTHY)[-1]
+    _play, task, message = failures(report, HEALTHY)[-1]
     assert task == "Fail the host with what happened"
     assert "Health" in message or "health" in message or "did not serve" in message
     assert "Rolled back to %s" % VENV in message and "the engine answers again" in message

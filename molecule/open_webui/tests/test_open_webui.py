@@ -162,7 +162,7 @@ def test_first_account_is_admin_and_sees_the_backend_model(host):
 
 def test_signup_is_closed_after_the_admin(host):
     status, _unused = api(host, "POST", "/api/v1/auths/signup",
-                    body={"name": "Someone", "email": "someone@example.org", "password": "another-password-2"})
+                          body={"name": "Someone", "email": "someone@example.org", "password": "another-password-2"})
     assert status == 403
 
 
