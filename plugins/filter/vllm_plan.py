@@ -130,10 +130,12 @@ options:
     choices: [auto, float16, bfloat16, half, float32, float]
   max_num_batched_tokens:
     description:
-      - Tokens in one forward pass of vLLM's profile run; sets the activation reserve. 2048 is vLLM's default for
-        the OpenAI server on GPUs under 70 GiB.
-    type: int
-    default: 2048
+      - Tokens in one forward pass of vLLM's profile run; sets the activation reserve. Always part of
+        RV(vllm_args), so the engine profiles with the number the plan assumed.
+      - C(auto) is vLLM's own default for the OpenAI server, which depends on the card - 8192 on GPUs with 70 GiB or
+        more (except the A100), 2048 below.
+    type: raw
+    default: auto
   typical_request_tokens:
     description: Prompt plus output tokens of a typical request, used to size O(max_num_seqs=auto).
     type: int
@@ -272,6 +274,10 @@ _value:
       description: Planned --max-num-seqs.
       type: int
       sample: 8
+    max_num_batched_tokens:
+      description: Planned --max-num-batched-tokens (always passed, so the engine profiles with it).
+      type: int
+      sample: 2048
     vllm_args:
       description: Flags for C(vllm serve), as a dict (empty when it does not fit).
       type: dict
@@ -280,6 +286,7 @@ _value:
         --pipeline-parallel-size: 1
         --max-model-len: 8192
         --max-num-seqs: 8
+        --max-num-batched-tokens: 2048
         --gpu-memory-utilization: 0.92
         --quantization: awq_marlin
     vllm_argv:
@@ -320,9 +327,13 @@ LOGITS_COPIES = 2
 # captures after allocating the KV cache ("Graph capturing finished in N secs, took 0.3-0.9 GiB" on consumer GPUs).
 CUDA_CONTEXT_BYTES = 512 * MIB
 CUDA_GRAPHS_BYTES = 512 * MIB
-# vLLM's defaults on GPUs with less than 70 GiB, and its KV-cache block size (tokens).
+# vLLM's defaults for the OpenAI server (engine/arg_utils.py, _set_default_args): 2048 batched tokens and 256
+# sequences on GPUs under 70 GiB and on the A100, 8192 tokens on larger cards (seen on the H200: the engine logs
+# max_num_batched_tokens=8192); and its KV-cache block size (tokens).
 VLLM_DEFAULT_MAX_NUM_SEQS = 256
 VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS = 2048
+VLLM_LARGE_GPU_MAX_NUM_BATCHED_TOKENS = 8192
+VLLM_LARGE_GPU_BYTES = 70 * GIB
 KV_BLOCK_TOKENS = 16
 # Above this, the CUDA context and graphs that live outside the budget run out of memory under load.
 MAX_GPU_MEMORY_UTILIZATION = 0.95
@@ -559,6 +570,12 @@ def gpu_memory(gpu_facts: Any, count: Optional[int] = None) -> Tuple[List[Dict[s
     return gpus, min(int(card["memory_total_mib"]) for card in gpus) * MIB
 
 
+def default_batched_tokens(gpus: List[Dict[str, Any]], gpu_bytes: int) -> int:
+    """vLLM's own max_num_batched_tokens for the OpenAI server on these GPUs."""
+    large = gpu_bytes >= VLLM_LARGE_GPU_BYTES and not any("A100" in str(card.get("name", "")) for card in gpus)
+    return VLLM_LARGE_GPU_MAX_NUM_BATCHED_TOKENS if large else VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS
+
+
 def interconnect_of(gpu_count: int, nvlink_facts: Any, notes: List[str]) -> str:
     if gpu_count == 1:
         return "single"
@@ -617,7 +634,7 @@ def vllm_plan(
     max_num_seqs: Any = "auto",
     tensor_parallel_size: Any = "auto",
     pipeline_parallel_size: Any = "auto",
-    max_num_batched_tokens: int = VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS,
+    max_num_batched_tokens: Any = "auto",
     typical_request_tokens: int = DEFAULT_TYPICAL_REQUEST_TOKENS,
     max_num_seqs_cap: int = VLLM_DEFAULT_MAX_NUM_SEQS,
     dtype: str = "auto",
@@ -644,7 +661,7 @@ def vllm_plan(
     wanted_seqs = auto_or_int(max_num_seqs, "max_num_seqs")
     tp_wanted = auto_or_int(tensor_parallel_size, "tensor_parallel_size")
     pp_wanted = auto_or_int(pipeline_parallel_size, "pipeline_parallel_size")
-    batched_tokens = positive_int(max_num_batched_tokens, "max_num_batched_tokens")
+    wanted_batched_tokens = auto_or_int(max_num_batched_tokens, "max_num_batched_tokens")
     typical_tokens = positive_int(typical_request_tokens, "typical_request_tokens")
     seqs_cap = positive_int(max_num_seqs_cap, "max_num_seqs_cap")
     served_dtype = str(dtype or "auto").lower().replace("torch.", "")
@@ -658,6 +675,7 @@ def vllm_plan(
     if tp_wanted and pp_wanted and tp_wanted * pp_wanted <= gpu_count:
         gpu_count = tp_wanted * pp_wanted  # the first tp x pp GPUs
     gpus, gpu_bytes = gpu_memory(gpu_facts, gpu_count)
+    batched_tokens = wanted_batched_tokens or default_batched_tokens(gpus, gpu_bytes)
     interconnect = interconnect_of(gpu_count, nvlink_facts, notes)
     tp, pp, layout_problem, layout_notes = choose_layout(
         shape, gpu_count, interconnect, group=group, tp_wanted=tp_wanted, pp_wanted=pp_wanted)
@@ -792,14 +810,13 @@ def vllm_plan(
             "--pipeline-parallel-size": pp,
             "--max-model-len": planned_len,
             "--max-num-seqs": seqs,
+            "--max-num-batched-tokens": batched_tokens,
             "--gpu-memory-utilization": utilization,
         }
         if quant_flag:
             vllm_args["--quantization"] = quant_flag
         if kv_dtype != "auto":
             vllm_args["--kv-cache-dtype"] = kv_dtype
-        if batched_tokens != VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS:
-            vllm_args["--max-num-batched-tokens"] = batched_tokens
     argv = []
     for flag, value in vllm_args.items():
         argv.extend([flag, str(value)])
@@ -839,6 +856,7 @@ def vllm_plan(
         "max_model_len": planned_len,
         "max_concurrency_at_max_model_len": concurrency,
         "max_num_seqs": seqs,
+        "max_num_batched_tokens": batched_tokens,
         "vllm_args": vllm_args,
         "vllm_argv": argv,
     }
