@@ -238,7 +238,7 @@ def parse_output(stdout: str) -> Optional[Dict[str, Any]]:
     return None
 
 
-def run_measurement(python: str, size_mib: int, repetitions: int, timeout: float, pairs: bool = True,
+def run_measurement(python: str, size_mib: int, repetitions: int, timeout: float, *, pairs: bool = True,
                     runner: Optional[Callable[..., Any]] = None,
                     environ: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """Run p2p_measure under `python` (script on stdin) and return its result, or why there is none.
@@ -320,7 +320,7 @@ def gpu_facts(gpu: Dict[str, Any], cuda: Optional[Dict[str, Any]], measurement: 
     return facts
 
 
-def pair_facts(first: Dict[str, Any], second: Dict[str, Any], p2p_nvlink: Optional[str], params: Dict[str, Any],
+def pair_facts(first: Dict[str, Any], second: Dict[str, Any], *, p2p_nvlink: Optional[str], params: Dict[str, Any],
                measurement: Dict[str, Any], cuda_pair: Optional[Dict[str, Any]],
                names: Dict[int, int]) -> Dict[str, Any]:
     expected = expected_pair(first, second)
@@ -366,7 +366,7 @@ def pair_facts(first: Dict[str, Any], second: Dict[str, Any], p2p_nvlink: Option
     return facts
 
 
-def _problem(code: str, message: str, fix: str, gpu: Optional[int] = None, pair: Optional[List[int]] = None,
+def _problem(code: str, message: str, fix: str, *, gpu: Optional[int] = None, pair: Optional[List[int]] = None,
              value: Optional[float] = None, limit: Optional[float] = None, **extra: Any) -> Dict[str, Any]:
     problem = {"code": code, "gpu": gpu, "pair": pair, "value": value, "limit": limit, "message": message, "fix": fix}
     problem.update(extra)
@@ -492,8 +492,9 @@ def evaluate(topology: Dict[str, Any], measurement: Dict[str, Any], params: Dict
     for position, first in enumerate(nvml_gpus):
         for second in nvml_gpus[position + 1:]:
             key = (first["index"], second["index"])
-            facts["pairs"].append(pair_facts(first, second, topology["p2p_nvlink"].get(key), params, measurement,
-                                             cuda_pairs.get(key), cuda_to_nvml))
+            facts["pairs"].append(pair_facts(first, second, p2p_nvlink=topology["p2p_nvlink"].get(key), params=params,
+                                             measurement=measurement, cuda_pair=cuda_pairs.get(key),
+                                             names=cuda_to_nvml))
     problems = not_measured_problems(facts, by_index, params["require_measurement"])
     for gpu in facts["gpus"]:
         problems.extend(gpu_problems(gpu, params.get("min_gpu_copy_gbps")))

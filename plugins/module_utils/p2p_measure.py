@@ -25,6 +25,7 @@ __metaclass__ = type
 
 import argparse
 import contextlib
+import importlib
 import json
 import statistics
 import sys
@@ -181,7 +182,7 @@ def measure_one_way(torch, source, destination, repetitions, warmup):
     return samples, destination.target_matches()
 
 
-def measure_both_ways(torch, first, second, repetitions, warmup, clock=time.perf_counter):
+def measure_both_ways(torch, first, second, repetitions, warmup, *, clock=time.perf_counter):
     """Copy first -> second and second -> first at once; per-direction event times and the wall time of both."""
     first.clear_target()
     second.clear_target()
@@ -209,7 +210,7 @@ def measure_both_ways(torch, first, second, repetitions, warmup, clock=time.perf
     return forward_samples, backward_samples, wall_samples, first.target_matches() and second.target_matches()
 
 
-def gpu_entry(identity, size_bytes, samples=None, data_ok=None, reason=None, error=None):
+def gpu_entry(identity, size_bytes, samples=None, data_ok=None, *, reason=None, error=None):
     """One GPU's within-GPU figure: copy GB/s (bytes copied) and memory traffic GB/s (read + write)."""
     copy_seconds = median_seconds(samples or [])
     copy_gbps = gbps(size_bytes, copy_seconds)
@@ -234,7 +235,7 @@ def peer_access(torch, source, destination):
         return None
 
 
-def pair_entry(torch, first, second, size_bytes, one_way, both_ways, wall, data_ok, error=None, reason=None):
+def pair_entry(torch, first, second, size_bytes, *, one_way, both_ways, wall, data_ok, error=None, reason=None):
     """One GPU pair: each direction alone and both at once.
 
     `one_way` and `both_ways` hold the samples of (first -> second, second -> first), timed alone and at once.
@@ -267,19 +268,19 @@ def pair_entry(torch, first, second, size_bytes, one_way, both_ways, wall, data_
     }
 
 
-def measure_pair(torch, first, second, size_bytes, repetitions, warmup, clock=time.perf_counter):
+def measure_pair(torch, first, second, *, size_bytes, repetitions, warmup, clock=time.perf_counter):
     progress("GPU %d <-> GPU %d" % (first.device, second.device))
     try:
         forward_one = measure_one_way(torch, first, second, repetitions, warmup)
         backward_one = measure_one_way(torch, second, first, repetitions, warmup)
         forward_both, backward_both, wall, both_ok = measure_both_ways(torch, first, second, repetitions, warmup,
-                                                                       clock)
+                                                                       clock=clock)
     except Exception as error:  # a CUDA error on one pair is that pair's result, the others still run
-        return pair_entry(torch, first.device, second.device, size_bytes, ([], []), ([], []), [], None,
-                          error=describe_error(error))
-    data_ok = forward_one[1] and backward_one[1] and both_ok
-    return pair_entry(torch, first.device, second.device, size_bytes, (forward_one[0], backward_one[0]),
-                      (forward_both, backward_both), wall, data_ok)
+        return pair_entry(torch, first.device, second.device, size_bytes, one_way=([], []), both_ways=([], []),
+                          wall=[], data_ok=None, error=describe_error(error))
+    return pair_entry(torch, first.device, second.device, size_bytes, one_way=(forward_one[0], backward_one[0]),
+                      both_ways=(forward_both, backward_both), wall=wall,
+                      data_ok=forward_one[1] and backward_one[1] and both_ok)
 
 
 def measure(torch, settings, clock=time.perf_counter):
@@ -321,11 +322,11 @@ def measure(torch, settings, clock=time.perf_counter):
             if settings.no_pairs:
                 continue
             if first not in buffers or second not in buffers:
-                pairs.append(pair_entry(torch, first, second, size_bytes, ([], []), ([], []), [], None,
-                                        reason="gpu_not_measured"))
+                pairs.append(pair_entry(torch, first, second, size_bytes, one_way=([], []), both_ways=([], []),
+                                        wall=[], data_ok=None, reason="gpu_not_measured"))
                 continue
-            pairs.append(measure_pair(torch, buffers[first], buffers[second], size_bytes, settings.repetitions,
-                                      settings.warmup, clock))
+            pairs.append(measure_pair(torch, buffers[first], buffers[second], size_bytes=size_bytes,
+                                      repetitions=settings.repetitions, warmup=settings.warmup, clock=clock))
     result = {"version": FORMAT_VERSION, "measured": True, "reason": None, "detail": None, "gpus": gpus,
               "pairs": pairs}
     result.update(base)
@@ -333,9 +334,8 @@ def measure(torch, settings, clock=time.perf_counter):
 
 
 def import_torch():
-    import torch  # noqa: F401  (the engine venv's; absent from the gates venv, hence the child process)
-
-    return torch
+    # The engine venv's torch; absent from the gates venv, hence the child process.
+    return importlib.import_module("torch")
 
 
 def run(argv, importer=import_torch, clock=time.perf_counter):

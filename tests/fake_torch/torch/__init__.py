@@ -101,19 +101,19 @@ class _Backend:
         destination.content = "garbage" if pair in corrupt else source.content
 
 
-_backend = None
+class _Current:
+    backend = None
 
 
 def configure(config):
     """Start afresh with `config`; returns the backend, whose `copies` tests can inspect."""
-    global _backend
-    _backend = _Backend(config)
-    return _backend
+    _Current.backend = _Backend(config)
+    return _Current.backend
 
 
 class Stream:
     def __init__(self, device=None, backend=None):
-        self.backend = backend or _backend
+        self.backend = backend or _Current.backend
         self.device = self.backend.current_device_index() if device is None else device
         self.time = self.backend.host
         self.backend.streams[self.device].append(self)
@@ -126,10 +126,10 @@ class Event:
 
     def record(self, stream=None):
         stream = stream or cuda.current_stream()
-        self.time = max(stream.time, _backend.now())
+        self.time = max(stream.time, _Current.backend.now())
 
     def synchronize(self):
-        _backend.wait_until(self.time)
+        _Current.backend.wait_until(self.time)
 
     def elapsed_time(self, end):
         return (end.time - self.time) * 1000.0
@@ -152,7 +152,7 @@ class Tensor:
         return self
 
     def copy_(self, source, non_blocking=False):
-        _backend.copy(self, source)
+        _Current.backend.copy(self, source)
         return self
 
 
@@ -174,44 +174,44 @@ class _Cuda:
 
     @staticmethod
     def is_available():
-        return bool(_backend.config.get("cuda", True))
+        return bool(_Current.backend.config.get("cuda", True))
 
     @staticmethod
     def device_count():
-        return len(_backend.gpus) if _backend.config.get("cuda", True) else 0
+        return len(_Current.backend.gpus) if _Current.backend.config.get("cuda", True) else 0
 
     @staticmethod
     def get_device_properties(index):
-        return _Properties(_backend.gpus[index])
+        return _Properties(_Current.backend.gpus[index])
 
     @staticmethod
     def mem_get_info(index):
-        description = _backend.gpus[index]
+        description = _Current.backend.gpus[index]
         total = description.get("total_mib", 24576) * MIB
         return description.get("free_mib", total // MIB - 300) * MIB, total
 
     @staticmethod
     def current_stream(device=None):
-        return _backend.current[0 if device is None else device]
+        return _Current.backend.current[0 if device is None else device]
 
     @staticmethod
     @contextlib.contextmanager
     def stream(stream):
-        previous = _backend.current[stream.device]
-        _backend.current[stream.device] = stream
+        previous = _Current.backend.current[stream.device]
+        _Current.backend.current[stream.device] = stream
         try:
             yield
         finally:
-            _backend.current[stream.device] = previous
+            _Current.backend.current[stream.device] = previous
 
     @staticmethod
     def synchronize(device=None):
-        streams = _backend.streams[0 if device is None else device]
-        _backend.wait_until(max([_backend.now()] + [stream.time for stream in streams]))
+        streams = _Current.backend.streams[0 if device is None else device]
+        _Current.backend.wait_until(max([_Current.backend.now()] + [stream.time for stream in streams]))
 
     @staticmethod
     def can_device_access_peer(source, destination):
-        return bool(_backend.config.get("peer", True))
+        return bool(_Current.backend.config.get("peer", True))
 
 
 cuda = _Cuda()

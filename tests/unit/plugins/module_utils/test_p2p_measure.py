@@ -63,7 +63,8 @@ def test_within_gpu_entry_counts_bytes_copied_and_memory_traffic_twice():
 
 
 def test_pair_entry_aggregates_both_directions_over_their_common_wall_time():
-    entry = p2p_measure.pair_entry(torch, 0, 1, 10 ** 9, ([0.02], [0.025]), ([0.021], [0.022]), [0.025], True)
+    entry = p2p_measure.pair_entry(torch, 0, 1, 10 ** 9, one_way=([0.02], [0.025]), both_ways=([0.021], [0.022]),
+                                   wall=[0.025], data_ok=True)
     assert [direction["unidirectional_gbps"] for direction in entry["directions"]] == [50.0, 40.0]
     assert [direction["bidirectional_gbps"] for direction in entry["directions"]] == [47.619, 45.455]
     # 2 x 10^9 bytes in 25 ms, not the sum of the two per-direction figures.
@@ -208,7 +209,8 @@ def test_imports_only_the_standard_library_and_torch():
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert imported <= {"__future__", "argparse", "contextlib", "json", "statistics", "sys", "time", "torch"}
+    assert imported <= {"__future__", "argparse", "contextlib", "importlib", "json", "statistics", "sys", "time",
+                        "torch"}
 
 
 def run_script(env_extra, *argv):
