@@ -79,6 +79,11 @@ HANG_FIX = (
 # ---- what each pair should carry ---------------------------------------------------------------------
 
 
+def gb(value: float) -> str:
+    """A GB/s figure as a message prints it: 56.25, 39.38, 450, 24.3."""
+    return ("%.2f" % value).rstrip("0").rstrip(".")
+
+
 def _bus(bus_id: Optional[str]) -> str:
     return (bus_id or "").upper()
 
@@ -399,8 +404,8 @@ def pair_problems(pair: Dict[str, Any], gpus: Dict[int, Dict[str, Any]]) -> List
     if not slow:
         return problems
     value, direction, mode = min(slow)
-    seen = ", ".join("%s %s %.1f" % (name, kind, figure) for figure, name, kind in sorted(slow))
-    expected = ("expected about %.1f GB/s (%s)" % (pair["expected_gbps"], pair["floor_source"].split(" of ", 1)[-1])
+    seen = ", ".join("%s %s %s" % (name, kind, gb(figure)) for figure, name, kind in sorted(slow))
+    expected = ("expected about %s GB/s (%s)" % (gb(pair["expected_gbps"]), pair["floor_source"].split(" of ", 1)[-1])
                 if pair["expected_gbps"] is not None else "floor from %s" % pair["floor_source"])
     fix = NVLINK_FIX if pair["path"] == "nvlink" else PCIE_FIX
     if pair["peer_access"] is False:
@@ -408,7 +413,7 @@ def pair_problems(pair: Dict[str, Any], gpus: Dict[int, Dict[str, Any]]) -> List
               "copies go through host memory; " + fix
     problems.append(_problem(
         "pair_below_floor",
-        "%s copy at %.1f GB/s per direction (%s), floor %.1f GB/s, %s" % (label, value, seen, floor, expected),
+        "%s copy at %s GB/s per direction (%s), floor %s GB/s, %s" % (label, gb(value), seen, gb(floor), expected),
         fix, pair=pair["gpus"], value=value, limit=floor, direction=direction, mode=mode,
         expected=pair["expected_gbps"], path=pair["path"]))
     return problems
@@ -425,8 +430,8 @@ def gpu_problems(gpu: Dict[str, Any], min_gpu_copy_gbps: Optional[float]) -> Lis
                                  % label, DATA_FIX, gpu=gpu["index"]))
     if min_gpu_copy_gbps is not None and gpu["copy_gbps"] is not None and gpu["copy_gbps"] < min_gpu_copy_gbps:
         problems.append(_problem(
-            "gpu_copy_below_floor", "%s copies within itself at %.1f GB/s, floor %.1f GB/s (bytes copied; the "
-            "memory moves twice that, read and write)" % (label, gpu["copy_gbps"], min_gpu_copy_gbps),
+            "gpu_copy_below_floor", "%s copies within itself at %s GB/s, floor %s GB/s (bytes copied; the "
+            "memory moves twice that, read and write)" % (label, gb(gpu["copy_gbps"]), gb(min_gpu_copy_gbps)),
             GPU_COPY_FIX, gpu=gpu["index"], value=gpu["copy_gbps"], limit=float(min_gpu_copy_gbps)))
     return problems
 
@@ -529,11 +534,12 @@ def summary(facts: Dict[str, Any]) -> str:
         if pair["status"] != "measured":
             parts.append("%s not measured (%s)" % (name, pair["error"] or pair["detail"] or pair["reason"]))
             continue
-        one_way = "/".join("%.1f" % direction["unidirectional_gbps"] for direction in pair["directions"])
-        parts.append("%s %s GB/s one way, %.1f GB/s both ways at once (%s, floor %s)" % (
-            name, one_way, pair["bidirectional_total_gbps"] or 0.0, pair["path"],
-            "%.1f" % pair["floor_gbps"] if pair["floor_gbps"] is not None else "none"))
-    within = ["GPU %d %.1f" % (gpu["index"], gpu["copy_gbps"]) for gpu in facts["gpus"] if gpu["copy_gbps"] is not None]
+        one_way = "/".join(gb(direction["unidirectional_gbps"]) for direction in pair["directions"])
+        parts.append("%s %s GB/s one way, %s GB/s both ways at once (%s, floor %s)" % (
+            name, one_way, gb(pair["bidirectional_total_gbps"] or 0.0), pair["path"],
+            gb(pair["floor_gbps"]) if pair["floor_gbps"] is not None else "none"))
+    within = ["GPU %d %s" % (gpu["index"], gb(gpu["copy_gbps"])) for gpu in facts["gpus"]
+              if gpu["copy_gbps"] is not None]
     if within:
         parts.append("within each GPU (GB/s copied; memory traffic is twice that): %s" % ", ".join(within))
     return "; ".join(parts) or "nothing to measure"

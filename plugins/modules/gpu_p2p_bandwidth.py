@@ -123,7 +123,7 @@ msg:
   description: On success a summary of the figures; on failure every problem with its fix.
   returned: always
   type: str
-  sample: "GPU 0<->1 52.1/52.0 GB/s one way, 100.4 GB/s both ways at once (nvlink, floor 39.4); within each GPU ..."
+  sample: "GPU 0<->1 52.1/52 GB/s one way, 100.4 GB/s both ways at once (nvlink, floor 39.38); within each GPU ..."
 notes:
   description: Observations that did not fail the gate (not measured, single GPU, a pair without a floor).
   returned: always
