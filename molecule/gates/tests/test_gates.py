@@ -233,3 +233,49 @@ def test_library_missing(host):
     finally:
         restored = host.run("mv /root/libnvidia-ml.so.1 %s && ldconfig" % FAKE_LIBRARY)
         assert restored.rc == 0, restored.stderr
+
+
+# ---- P2P bandwidth: the targets have no torch, so this is the "not measured" path ----------------------
+
+
+def test_p2p_bandwidth_without_the_engine_is_not_measured_but_knows_its_floor(scenario):
+    scenario("dual_3090_nvlink_ok")
+    result = run_module("gpu_p2p_bandwidth", {"python": "/opt/vllm/current/bin/python"}, check=True)
+    assert not result.get("failed"), result.get("msg")
+    assert result["changed"] is False
+    facts = result["ansible_facts"]["llmfleet_p2p_bandwidth"]
+    assert (facts["measured"], facts["reason"]) == (False, "python_missing")
+    # The floor comes from the real pynvml's reading of the links: 70 % of 4 NVLink 3.0 links of 14.06 GB/s.
+    (pair,) = facts["pairs"]
+    assert (pair["path"], pair["nvlink_links"], pair["floor_gbps"]) == ("nvlink", 4, 39.38)
+
+
+def test_p2p_bandwidth_with_a_python_without_torch(scenario):
+    scenario("dual_h200_nvswitch")
+    relaxed = run_module("gpu_p2p_bandwidth", {"python": "/usr/bin/python3"})
+    assert not relaxed.get("failed"), relaxed.get("msg")
+    facts = relaxed["ansible_facts"]["llmfleet_p2p_bandwidth"]
+    assert facts["reason"] == "torch_missing"
+    assert facts["pairs"][0]["floor_gbps"] == 315.0  # 70 % of 18 NVLink 4.0 links of 25 GB/s, through NVSwitch
+
+    strict = run_module("gpu_p2p_bandwidth", {"python": "/usr/bin/python3", "require_measurement": True})
+    assert strict["failed"] is True
+    assert [problem["code"] for problem in strict["problems"]] == ["not_measured"]
+    assert "torch is not installed" in strict["msg"]
+
+
+def test_gates_role_with_the_bandwidth_gate_on_and_no_engine_yet():
+    completed = subprocess.run(
+        ["ansible-playbook", "-i", INVENTORY, str(REPO / "molecule" / "gates" / "converge.yml"),
+         "-e", "gpu_gates_p2p_bandwidth=true"],
+        capture_output=True, text=True, env=ansible_env(), check=False,
+    )
+    report = json.loads(completed.stdout)
+    assert completed.returncode == 0, completed.stdout[-2000:]
+    assert report["stats"][HOST_NAME]["changed"] == 0
+    (bandwidth,) = [task["hosts"][HOST_NAME] for play in report["plays"] for task in play["tasks"]
+                    if task["task"]["name"] == "Require the copy bandwidth the GPU links should carry"]
+    assert not bandwidth.get("skipped")
+    facts = bandwidth["ansible_facts"]["llmfleet_p2p_bandwidth"]
+    # The vllm role's venv, by its default path: not installed in this scenario.
+    assert (facts["python"], facts["reason"]) == ("/opt/vllm/current/bin/python", "python_missing")
