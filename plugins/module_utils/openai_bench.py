@@ -46,13 +46,13 @@ class BenchError(Exception):
     """A benchmark that could not run: the message says what happened and what to do."""
 
 
-def build_prompt(prompt_tokens, request_id):
-    """A prompt of about prompt_tokens tokens that starts with request_id.
+def build_prompt(prompt_tokens, request_id, words=None):
+    """A prompt of about prompt_tokens tokens (or of `words` list words) that starts with request_id.
 
     The id comes first so that no two requests share a prefix: vLLM's prefix cache would otherwise serve the
     repeated prompt from cache and report a TTFT that real traffic never sees.
     """
-    words = max(1, int(prompt_tokens) - PROMPT_HEADER_TOKENS)
+    words = max(1, int(words if words is not None else int(prompt_tokens) - PROMPT_HEADER_TOKENS))
     offset = sum(ord(char) for char in request_id) % len(PROMPT_WORDS)
     body = " ".join(PROMPT_WORDS[(offset + index) % len(PROMPT_WORDS)] for index in range(words))
     return "Request %s. Continue this list of words: %s" % (request_id, body)
@@ -277,6 +277,48 @@ def check_envelope(levels, min_decode=None, max_ttft_ms=None, min_aggregate=None
     return checks
 
 
+def tokenize_url(base_url):
+    """vLLM serves /tokenize beside /v1, not under it."""
+    base = base_url.rstrip("/")
+    return (base[:-3] if base.endswith("/v1") else base) + "/tokenize"
+
+
+def count_tokens(base_url, model, text, *, api_key=None, timeout=60.0, validate_certs=True):
+    """Tokens of text in the served model's tokenizer (vLLM's POST /tokenize); None where the server has none."""
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = "Bearer %s" % api_key
+    try:
+        response = open_url(tokenize_url(base_url), method="POST", headers=headers, timeout=timeout,
+                            data=json.dumps({"model": model, "prompt": text}),
+                            validate_certs=validate_certs)
+        count = json.loads(to_text(response.read())).get("count")
+    except (HTTPError, URLError, ValueError, OSError):
+        return None
+    return int(count) if count is not None else None
+
+
+def fit_prompt_words(prompt_tokens, counter, attempts=4):
+    """(words, tokens): the list length whose prompt counter() measures closest to prompt_tokens, or (None, None)
+    when counter cannot count. Words are not one token each in every tokenizer (a Qwen or a test model's tokenizer
+    splits them differently), so the length is corrected from the server's own count."""
+    target = int(prompt_tokens)
+    words = max(1, target - PROMPT_HEADER_TOKENS)
+    best = None
+    for _attempt in range(attempts):
+        tokens = counter(build_prompt(target, "sizing-00000000", words))
+        if tokens is None:
+            return (best or (None, None))
+        if best is None or abs(tokens - target) < abs(best[1] - target):
+            best = (words, tokens)
+        if tokens == target:
+            break
+        header = counter(build_prompt(target, "sizing-00000000", 1)) or 0
+        per_word = max(1e-6, float(tokens - header) / max(1, words - 1))
+        words = max(1, int(round(words + (target - tokens) / per_word)))
+    return best
+
+
 def run_benchmark(params, clock=time.monotonic):
     """The whole benchmark as a plain dict (Ansible result keys); raises BenchError when it cannot run."""
     url = completions_url(params["base_url"])
@@ -286,6 +328,11 @@ def run_benchmark(params, clock=time.monotonic):
             raise BenchError("%s must be at least 1, got %s" % (name, params[name]))
     if any(int(level) < 1 for level in levels_wanted):
         raise BenchError("every concurrency must be at least 1, got %s" % levels_wanted)
+    words, sized_tokens = fit_prompt_words(
+        params["prompt_tokens"],
+        lambda text: count_tokens(params["base_url"], params["model"], text, api_key=params.get("api_key"),
+                                  timeout=float(params["timeout"]),
+                                  validate_certs=params.get("validate_certs", True)))
     run_id = uuid.uuid4().hex[:8]
     counter = {"next": 0}
     lock = threading.Lock()
@@ -296,7 +343,7 @@ def run_benchmark(params, clock=time.monotonic):
             request_id = "%s-%d" % (run_id, counter["next"])
         payload = {
             "model": params["model"],
-            "prompt": build_prompt(params["prompt_tokens"], request_id),
+            "prompt": build_prompt(params["prompt_tokens"], request_id, words),
             "max_tokens": int(params["max_tokens"]),
             "temperature": 0,
             "stream": True,
@@ -320,6 +367,9 @@ def run_benchmark(params, clock=time.monotonic):
         "url": url,
         "model": params["model"],
         "prompt_tokens_requested": int(params["prompt_tokens"]),
+        # "tokenize": sized with the server's own tokenizer; "estimate": one token per word assumed.
+        "prompt_sizing": "tokenize" if words is not None else "estimate",
+        "prompt_tokens_sized": sized_tokens,
         "max_tokens": int(params["max_tokens"]),
         "levels": levels,
         "envelope": checks,

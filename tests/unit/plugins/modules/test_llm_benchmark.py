@@ -26,8 +26,11 @@ API_KEY = "s3cret-key"
 
 
 class FakeVllm:
-    def __init__(self, ttft_s=0.08, token_interval_s=0.01, api_key=None, usage=True, drop_after=None, text=" word"):
+    def __init__(self, ttft_s=0.08, token_interval_s=0.01, api_key=None, usage=True, drop_after=None, text=" word",
+                 tokens_per_word=None):
         self.text = text
+        # Set: the server counts each word as this many tokens and serves /tokenize, as vLLM does.
+        self.tokens_per_word = tokens_per_word
         self.ttft_s = ttft_s
         self.token_interval_s = token_interval_s
         self.api_key = api_key
@@ -90,6 +93,9 @@ class FakeVllm:
         if self.api_key and request.headers.get("Authorization") != "Bearer %s" % self.api_key:
             request.send_json(401, {"error": "Unauthorized"})
             return
+        if request.path == "/tokenize" and self.tokens_per_word:
+            request.send_json(200, {"count": self.count(body["prompt"]), "max_model_len": 4096, "tokens": []})
+            return
         if request.path != "/v1/completions":
             request.send_json(404, {"detail": "Not Found"})
             return
@@ -101,7 +107,7 @@ class FakeVllm:
         request.send_header("Content-Type", "text/event-stream")
         request.end_headers()  # HTTP/1.0: the body ends when the connection closes
         time.sleep(self.ttft_s)
-        prompt_tokens = len(body["prompt"].split())
+        prompt_tokens = self.count(body["prompt"])
         for index in range(body["max_tokens"]):
             if index:
                 time.sleep(self.token_interval_s)
@@ -115,6 +121,10 @@ class FakeVllm:
                      "total_tokens": prompt_tokens + body["max_tokens"]}
             request.wfile.write(b"data: " + json.dumps({"choices": [], "usage": usage}).encode() + b"\n\n")
         request.wfile.write(b"data: [DONE]\n\n")
+
+
+    def count(self, prompt):
+        return len(prompt.split()) * (self.tokens_per_word or 1)
 
 
 def params(base_url, **overrides):
@@ -164,14 +174,15 @@ def test_concurrency_raises_aggregate_throughput():
 def test_requests_stream_ask_for_usage_and_never_share_a_prompt():
     with FakeVllm() as server:
         result = run_benchmark(params(server.base_url, concurrency=[2], repeats=1, prompt_tokens=200))
-    bodies = [request["body"] for request in server.requests]
+    bodies = [request["body"] for request in server.requests if request["path"] == "/v1/completions"]
     assert len(bodies) == 1 + 2  # warm-up, then one round of two
     for body in bodies:
         assert body["stream"] is True
         assert body["stream_options"] == {"include_usage": True}
         assert body["ignore_eos"] is True
         assert body["max_tokens"] == 20
-        assert server.requests[0]["path"] == "/v1/completions"
+    assert server.requests[0]["path"] == "/tokenize"  # sizing first (this server has none: 404)
+    assert server.requests[-1]["path"] == "/v1/completions"
     assert len({body["prompt"] for body in bodies}) == 3
     assert len({body["prompt"][:24] for body in bodies}) == 3  # they differ from the first words on
     # The server's own count is reported (the fake counts words).
@@ -288,7 +299,8 @@ def test_module_runs_in_check_mode_and_keeps_the_key_out_of_the_result(run_modul
     assert [level["concurrency"] for level in result["levels"]] == [1, 2]
     assert result["envelope"][0]["passed"] is True
     assert API_KEY not in json.dumps(result)
-    assert len(server.requests) == 1 + 1 + 2  # check mode sends the requests too
+    completions = [request for request in server.requests if request["path"] == "/v1/completions"]
+    assert len(completions) == 1 + 1 + 2  # check mode sends the requests too
 
 
 def test_module_fails_with_the_envelope_message(run_module):
@@ -307,3 +319,19 @@ def test_module_fails_cleanly_on_401(run_module):
     assert result["failed"] is True
     assert result["changed"] is False
     assert result["msg"].startswith("HTTP 401 from %s/completions" % server.base_url)
+
+
+def test_prompt_is_sized_with_the_servers_tokenizer():
+    # A tokenizer that splits every word in three: the prompt must still come out at the requested length.
+    with FakeVllm(tokens_per_word=3) as server:
+        result = run_benchmark(params(server.base_url, prompt_tokens=300, max_tokens=2, concurrency=[1], repeats=1))
+    assert result["prompt_sizing"] == "tokenize"
+    assert abs(result["prompt_tokens_sized"] - 300) <= 3
+    assert abs(result["levels"][0]["prompt_tokens"] - 300) <= 3
+    assert any(request["path"] == "/tokenize" for request in server.requests)
+
+
+def test_without_tokenize_the_prompt_is_an_estimate():
+    with FakeVllm() as server:
+        result = run_benchmark(params(server.base_url, prompt_tokens=64, max_tokens=2, concurrency=[1], repeats=1))
+    assert (result["prompt_sizing"], result["prompt_tokens_sized"]) == ("estimate", None)
