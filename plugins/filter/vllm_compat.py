@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.llmfleet.workstation.plugins.module_utils.compat import engine_verdict
+from ansible_collections.llmfleet.workstation.plugins.module_utils.compat import engine_verdict, loaded_driver_version
 
 DOCUMENTATION = r"""
 name: vllm_compat
@@ -31,8 +31,9 @@ options:
     required: true
   driver:
     description:
-      - The loaded driver's version (C(ansible_facts.llmfleet_gpu.driver_version), for example C(580.159.04)) or a
-        branch (C(580)). Empty when no driver is loaded, which is a problem of its own (C(driver_missing)).
+      - The loaded driver's version (C(ansible_facts.llmfleet_gpu.driver_version), for example C(580.159.04)), a
+        branch (C(580)), or the loaded kernel module's report (the content of C(/proc/driver/nvidia/version)).
+      - Empty when no driver is loaded, which is a problem of its own (C(driver_missing)).
     type: raw
     required: true
   gpu_names:
@@ -119,6 +120,8 @@ _value:
 def vllm_compat(vllm_version: Any, driver: Any, gpu_names: Optional[Any] = None) -> Dict[str, Any]:
     if gpu_names is not None and not isinstance(gpu_names, (list, tuple)):
         raise AnsibleFilterError("vllm_compat: gpu_names must be a list of GPU names, got %r" % (gpu_names,))
+    if isinstance(driver, str) and "NVRM" in driver:
+        driver = loaded_driver_version(driver)
     return engine_verdict(vllm_version, driver, gpu_names or [])
 
 

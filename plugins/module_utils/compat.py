@@ -180,6 +180,13 @@ def release_line(version: Any) -> Optional[str]:
     return "%d.%d" % parts[:2] if parts and len(parts) >= 2 else None
 
 
+def loaded_driver_version(report: Any) -> str:
+    """The version in the loaded kernel module's report (/proc/driver/nvidia/version: 'NVRM version: NVIDIA UNIX
+    x86_64 Kernel Module  580.95.05  ...' or '... Open Kernel Module for x86_64  580.95.05  ...'); '' for none."""
+    match = re.search(r"Kernel Module.*?\s(\d+\.\d+(?:\.\d+)?)\s", str(report or ""))
+    return match.group(1) if match else ""
+
+
 def driver_branch(driver: Any) -> Optional[int]:
     """The branch of a driver version or branch: '580.159.04' -> 580, 580 -> 580, '' or None -> None."""
     match = re.match(r"^\s*(\d{3,})(?:\.|\s*$)", str(driver if driver is not None else ""))
@@ -315,8 +322,8 @@ def engine_verdict(vllm_version: Any, driver: Any, gpu_names: Iterable[Any] = ()
     needs = ([row["min_branch"]] if row else []) + [family["min_branch"] for family in families]
     required = max(needs) if needs else None
     runs = releases_that_run(branch, families)
-    alternatives = ("vllm_version %s (newest that driver branch %s runs)" % (runs[-1], branch) if runs
-                    else "no vllm_version of the table runs on driver branch %s" % branch)
+    alternatives = ("vllm_version to a release driver branch %s runs: %s" % (branch, summarize_versions(runs)) if runs
+                    else "nothing else: no vllm_version of the table runs on driver branch %s" % branch)
 
     if found == "unparsable":
         problems.append(problem(

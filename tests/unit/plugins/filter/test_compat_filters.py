@@ -14,6 +14,12 @@ def test_vllm_compat_is_registered_and_judges():
     assert judge("0.26.0", "580.159.04")["ok"]
 
 
+def test_vllm_compat_reads_the_loaded_modules_report():
+    report = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build  (dvs-builder@U16)\n"
+    verdict = vllm_compat.vllm_compat("0.26.0", report, [])
+    assert verdict["ok"] and verdict["driver_version"] == "580.95.05"
+
+
 def test_vllm_compat_refuses_a_string_of_gpu_names():
     with pytest.raises(AnsibleFilterError, match="gpu_names must be a list"):
         vllm_compat.vllm_compat("0.26.0", "580.1", "NVIDIA H200")

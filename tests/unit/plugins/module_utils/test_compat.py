@@ -65,6 +65,17 @@ def test_driver_branch(driver, branch):
     assert compat.driver_branch(driver) == branch
 
 
+@pytest.mark.parametrize("report, version", [
+    ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  560.35.03  Thu Aug 22 17:01:53 UTC 2024\nGCC version: 12\n",
+     "560.35.03"),
+    ("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build  (dvs-builder@U16)  Tue",
+     "580.95.05"),
+    ("", ""), (None, ""),
+])
+def test_loaded_driver_version(report, version):
+    assert compat.loaded_driver_version(report) == version
+
+
 @pytest.mark.parametrize("name, family", [
     (RTX_3090, "ampere"), ("NVIDIA GeForce RTX 4090", "ada"), (RTX_5090, "blackwell"), (H200, "hopper"),
     ("NVIDIA H100 80GB HBM3", "hopper"), ("NVIDIA A100-SXM4-80GB", "ampere"), ("NVIDIA RTX A6000", "ampere"),
@@ -107,6 +118,7 @@ def test_releases_that_run_on_each_branch():
     assert compat.releases_that_run(580)[-3:] == ["0.31.0", "0.32.0", "0.33.0"]
     assert "0.26.0" in compat.releases_that_run(580)
     assert compat.releases_that_run(None) == []
+    assert compat.summarize_versions(compat.releases_that_run(575)) == "0.8.5.post1, 0.9.2, ... 0.17.1, 0.18.1, 0.19.1"
 
 
 def test_releases_that_run_leave_out_wheels_without_kernels_for_the_gpus():
@@ -136,13 +148,15 @@ def test_cuda13_engine_on_branch_560_refused_with_both_variables_and_the_version
     assert "vllm_version 0.26.0" in found["message"] and "CUDA 13.0" in found["message"]
     assert "torch will see no GPU at all" in found["message"]
     assert "nvidia_driver_branch to 580" in found["fix"]
-    assert "vllm_version 0.8.5.post1" in found["fix"]
+    assert found["fix"].endswith("or set vllm_version to a release driver branch 560 runs: 0.8.5.post1")
     assert verdict["releases_that_run"] == ["0.8.5.post1"]
     assert verdict["summary"] == "fail: vLLM 0.26.0 needs 580+, driver branch 560"
     assert verdict["msg"].startswith("vllm_version 0.26.0 ships torch 2.11.0")
 
 
 def test_cuda12_engine_below_its_toolkit_branch_says_minor_version_compatibility_is_not_enough():
+    verdict = compat.engine_verdict("0.11.0", "575.51.03")
+    assert verdict["ok"]
     [found] = compat.engine_verdict("0.11.0", "560.35.03")["problems"]
     assert found["code"] == "driver_too_old"
     assert (found["value"], found["limit"]) == (560, 570)
