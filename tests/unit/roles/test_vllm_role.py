@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(shutil.which("ansible-playbook") is None, reason
 
 
 def run_role(tmp_path, extra_vars, tasks_from="main"):
-    """Apply the role (or one entry point) to localhost; returns (failed, {task name: result}) from the json callback."""
+    """Apply the role (or one entry point) to localhost; (failed, {task name: result}) from the json callback."""
     play = [{"hosts": "localhost", "connection": "local", "gather_facts": False,
              "vars": {"ansible_python_interpreter": sys.executable},
              "tasks": [{"name": "Apply the role", "ansible.builtin.include_role": {
@@ -90,15 +90,15 @@ def test_gates_fact_is_judged_with_the_gpu_families(tmp_path):
 
 def test_compat_entry_point_reports_without_failing(tmp_path):
     (tmp_path / "version").write_text(REPORT_580)
-    failed, tasks = run_role(tmp_path, {"vllm_version": "0.26.0", "vllm_driver_version_file": str(tmp_path / "version")},
-                             tasks_from="compat")
+    settings = {"vllm_version": "0.26.0", "vllm_driver_version_file": str(tmp_path / "version")}
+    failed, tasks = run_role(tmp_path, settings, tasks_from="compat")
     assert not failed
     verdict = tasks["Judge vllm_version against the host's driver and GPUs"]["ansible_facts"]["vllm_compat"]
     assert verdict["ok"]
     assert verdict["summary"] == "ok: vLLM 0.26.0 needs 580+"
     (tmp_path / "version").write_text(REPORT_560)
-    failed, tasks = run_role(tmp_path, {"vllm_version": "0.26.0", "vllm_driver_version_file": str(tmp_path / "version")},
-                             tasks_from="compat")
+    settings = {"vllm_version": "0.26.0", "vllm_driver_version_file": str(tmp_path / "version")}
+    failed, tasks = run_role(tmp_path, settings, tasks_from="compat")
     assert not failed
     verdict = tasks["Judge vllm_version against the host's driver and GPUs"]["ansible_facts"]["vllm_compat"]
     assert verdict["summary"] == "fail: vLLM 0.26.0 needs 580+, driver branch 560"
