@@ -151,6 +151,10 @@ class Tensor:
         self.content = "zeros"
         return self
 
+    def fill_(self, value):
+        self.content = "filled with %s" % value
+        return self
+
     def copy_(self, source, non_blocking=False):
         _Current.backend.copy(self, source)
         return self
@@ -162,6 +166,14 @@ def arange(count, dtype=None, device=None):
 
 def zeros(count, dtype=None, device=None):
     return Tensor(device, count, "zeros")
+
+
+def empty(count, dtype=None, device=None):
+    return Tensor(device, count, "undefined")
+
+
+def empty_like(tensor):
+    return Tensor(tensor.device, tensor.nbytes, "undefined")
 
 
 def equal(first, second):
