@@ -102,3 +102,12 @@ def test_compat_entry_point_reports_without_failing(tmp_path):
     assert not failed
     verdict = tasks["Judge vllm_version against the host's driver and GPUs"]["ansible_facts"]["vllm_compat"]
     assert verdict["summary"] == "fail: vLLM 0.26.0 needs 580+, driver branch 560"
+
+
+def test_cpu_build_is_not_checked_and_says_so(tmp_path):
+    failed, tasks = run_role(tmp_path, {"vllm_version": "0.32.0", "vllm_cpu_only": True,
+                                        "vllm_driver_version_file": str(tmp_path / "none")}, tasks_from="compat")
+    assert not failed
+    verdict = tasks["Note that this host's release is not checked against a driver"]["ansible_facts"]["vllm_compat"]
+    assert verdict["ok"] and verdict["summary"] == "not checked (vllm_cpu_only)"
+    assert not ran(tasks, "Read the loaded NVIDIA module's version where the gates have not reported the driver")
