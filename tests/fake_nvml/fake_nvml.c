@@ -1536,6 +1536,33 @@ API(nvmlDeviceGetTemperatureThreshold, (nvmlDevice_t device, nvmlTemperatureThre
     return uint_at(json_get(gpu, "temperature"), threshold_keys[thresholdType], temp);
 }
 
+/* The link an NVML_FI_DEV_NVLINK_{CRC_FLIT,CRC_DATA,REPLAY,RECOVERY}_ERROR_COUNT_L0..L11 field is about, and
+ * its counter; -1 for any other field. nvml.h numbers links 0-5 and 6-11 of each counter in two runs. */
+static int error_field_link(unsigned int field_id, nvmlNvLinkErrorCounter_t *counter) {
+    static const struct {
+        unsigned int first_low, first_high;
+        nvmlNvLinkErrorCounter_t counter;
+    } runs[] = {
+        {NVML_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_L0, NVML_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_L6,
+         NVML_NVLINK_ERROR_DL_CRC_FLIT},
+        {NVML_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_L0, NVML_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_L6,
+         NVML_NVLINK_ERROR_DL_CRC_DATA},
+        {NVML_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_L0, NVML_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_L6,
+         NVML_NVLINK_ERROR_DL_REPLAY},
+        {NVML_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_L0, NVML_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_L6,
+         NVML_NVLINK_ERROR_DL_RECOVERY},
+    };
+    size_t i;
+    for (i = 0; i < COUNT_OF(runs); i++) {
+        *counter = runs[i].counter;
+        if (field_id >= runs[i].first_low && field_id < runs[i].first_low + 6)
+            return (int)(field_id - runs[i].first_low);
+        if (field_id >= runs[i].first_high && field_id < runs[i].first_high + 6)
+            return 6 + (int)(field_id - runs[i].first_high);
+    }
+    return -1;
+}
+
 /* One field from the scenario's "field_values" (which wins), else from the structured keys. A field id
  * nvml.h does not define (0, or NVML_FI_MAX and above) is INVALID_ARGUMENT in that field, one it defines but
  * the scenario does not give is NOT_SUPPORTED, as libnvidia-ml answers. */
@@ -1584,8 +1611,19 @@ static void read_field(const json *gpu, nvmlFieldValue_t *field) {
         field->valueType = NVML_VALUE_TYPE_UNSIGNED_INT;
         field->value.uiVal = (unsigned int)json_length(json_get(nvlink, "links"));
         break;
-    default:
-        return;
+    default: {
+        /* A link's error counter, as nvmlDeviceGetNvLinkErrorCounter reads it from the link's "errors"; NOT_SUPPORTED
+         * without NVLink, past the GPU's last link, or for a counter the scenario leaves out. */
+        nvmlNvLinkErrorCounter_t counter;
+        int link = error_field_link(field->fieldId, &counter);
+        const json *entry;
+        if (link < 0 || !nvlink || nvlink->type != J_OBJECT) return;
+        entry = json_at(json_get(nvlink, "links"), (size_t)link);
+        if (!entry || number_at(json_get(entry, "errors"), error_counter_keys[counter], &value) != NVML_SUCCESS) return;
+        field->valueType = NVML_VALUE_TYPE_UNSIGNED_LONG_LONG;
+        field->value.ullVal = (unsigned long long)value;
+        break;
+    }
     }
     field->nvmlReturn = NVML_SUCCESS;
 }

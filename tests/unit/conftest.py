@@ -118,6 +118,14 @@ def dual_3090(active=True, **overrides):
     ]
 
 
+# pynvml's NVLink error-counter field ids -> (link, nvmlNvLinkErrorCounter_t), written out from nvml.h's names.
+NVLINK_ERROR_FIELDS = {
+    getattr(pynvml, "NVML_FI_DEV_NVLINK_%s_ERROR_COUNT_L%d" % (name, link)): (link, counter)
+    for name, counter in (("REPLAY", 0), ("RECOVERY", 1), ("CRC_FLIT", 2), ("CRC_DATA", 3))
+    for link in range(12)
+}
+
+
 class FakeNvml:
     """Installs function-level replacements for pynvml's API on the real pynvml module."""
 
@@ -131,6 +139,7 @@ class FakeNvml:
         self.cuda = 12060
         self.calls = []
         self.link_calls = []  # (function, GPU index, link) for every NVLink call
+        self.field_calls = []  # (GPU index, field ids) for every nvmlDeviceGetFieldValues call
         self.shutdowns = 0
 
     def handle(self, index):
@@ -142,6 +151,7 @@ class FakeNvml:
     def install(self, gpus, **settings):
         self.gpus = gpus
         self.link_calls = []
+        self.field_calls = []
         for key, value in settings.items():
             setattr(self, key, value)
         patch = self.monkeypatch.setattr
@@ -229,12 +239,29 @@ class FakeNvml:
         return value
 
     def field_values(self, handle, field_ids):
-        value = self._gpu(handle)["memory_c"]
-        assert field_ids == [pynvml.NVML_FI_DEV_MEMORY_TEMP]
-        # Real NVML: the call succeeds and reports NotSupported inside the field.
+        """Memory temperature, and the NVLink error-counter fields of links 0-11 (from each link's "errors",
+        unless the GPU description says "error_fields": False, as on a driver that does not serve them)."""
+        self.field_calls.append((handle[1], list(field_ids)))
+        return [self.field(self._gpu(handle), field_id) for field_id in field_ids]
+
+    @staticmethod
+    def field(card, field_id):
+        # Real NVML: the call succeeds and reports NotSupported inside each field it cannot read.
+        if field_id == pynvml.NVML_FI_DEV_MEMORY_TEMP:
+            value = card["memory_c"]
+            if value is None:
+                return Field(pynvml.NVML_ERROR_NOT_SUPPORTED)
+            return Field(pynvml.NVML_SUCCESS, value() if callable(value) else value)
+        link, counter = NVLINK_ERROR_FIELDS[field_id]
+        links = card["links"]
+        if not card.get("error_fields", True) or links is None:
+            return Field(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        if link >= len(links):
+            return Field(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        value = FakeNvml.error_counter(links[link], counter)
         if value is None:
-            return [Field(pynvml.NVML_ERROR_NOT_SUPPORTED)]
-        return [Field(pynvml.NVML_SUCCESS, value() if callable(value) else value)]
+            return Field(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return Field(pynvml.NVML_SUCCESS, value)
 
     def link_reader(self, name, reader):
         def read(handle, link, *args):

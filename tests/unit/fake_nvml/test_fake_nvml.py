@@ -912,3 +912,63 @@ def test_live_reload_drops_handles_of_gpus_that_went_away(library, tmp_path):
     """)
     seen, _stderr = read_json(library, active, script, active, SCENARIO_DIR / "single_5090.json")
     assert seen == ["NVIDIA GeForce RTX 3090", 1, "NVMLError_InvalidArgument"]
+
+
+# The NVLink error counters as fields (NVML_FI_DEV_NVLINK_*_ERROR_COUNT_L0..L11), next to the per-link call.
+ERROR_FIELDS_SCRIPT = textwrap.dedent("""
+    import json
+    import pynvml as N
+    COUNTERS = (("REPLAY", 0), ("RECOVERY", 1), ("CRC_FLIT", 2), ("CRC_DATA", 3))
+    N.nvmlInit()
+    out = []
+    for index in range(N.nvmlDeviceGetCount()):
+        handle = N.nvmlDeviceGetHandleByIndex(index)
+        ids = [getattr(N, "NVML_FI_DEV_NVLINK_%s_ERROR_COUNT_L%d" % (name, link))
+               for link in range(12) for name, _counter in COUNTERS]
+        fields = {}
+        for field in N.nvmlDeviceGetFieldValues(handle, ids):
+            fields[str(field.fieldId)] = ([field.valueType, field.value.ullVal] if field.nvmlReturn == 0
+                                          else {"field_error": field.nvmlReturn})
+        calls = {}
+        for link in range(12):
+            for name, counter in COUNTERS:
+                field_id = getattr(N, "NVML_FI_DEV_NVLINK_%s_ERROR_COUNT_L%d" % (name, link))
+                try:
+                    calls[str(field_id)] = N.nvmlDeviceGetNvLinkErrorCounter(handle, link, counter)
+                except N.NVMLError as error:
+                    calls[str(field_id)] = {"error": error.value}
+        out.append({"fields": fields, "calls": calls})
+    N.nvmlShutdown()
+    print(json.dumps(out))
+""")
+
+
+def test_nvlink_error_fields_carry_the_per_link_counters(library, tmp_path):
+    links = [{"state": "active", "errors": {"replay": 10 * link, "recovery": 10 * link + 1,
+                                            "crc_flit": 10 * link + 2, "crc_data": 10 * link + 3}}
+             for link in range(7)]
+    links[5]["errors"]["crc_data"] = None
+    scenario = {"gpus": [
+        {"name": "NVIDIA RTX A6000", "pci_bus_id": "00000000:41:00.0", "nvlink": {"links": links},
+         "field_values": {"108": 77}},  # NVML_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_L6: the scenario's field wins
+        {"name": "NVIDIA GeForce RTX 4090", "pci_bus_id": "00000000:42:00.0"},
+    ]}
+    path = tmp_path / "scenario.json"
+    path.write_text(json.dumps(scenario))
+    (linked, plain), _stderr = read_json(library, path, ERROR_FIELDS_SCRIPT)
+    replay_l3, crc_flit_l6 = "49", "96"  # NVML_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_L3, ..._CRC_FLIT_ERROR_COUNT_L6
+    # Unsigned long long, as libnvidia-ml types its counters; the same figure as the per-link call.
+    assert linked["fields"][replay_l3] == [3, 30] and linked["calls"][replay_l3] == 30
+    assert linked["fields"][crc_flit_l6] == [3, 62] and linked["calls"][crc_flit_l6] == 62
+    for field_id, value in linked["calls"].items():
+        field = linked["fields"][field_id]
+        if field_id == "108":
+            assert field == [1, 77]  # field_values' integer: unsigned int
+        elif isinstance(value, int):
+            assert field == [3, value], field_id
+        else:  # a counter left out, or a link past the last: the field is NOT_SUPPORTED
+            assert field == {"field_error": NVML_ERROR_NOT_SUPPORTED}, field_id
+    crc_data_l5 = "44"  # NVML_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_L5
+    assert linked["calls"][crc_data_l5] == {"error": NVML_ERROR_NOT_SUPPORTED}
+    # No NVLink: every error field NOT_SUPPORTED, like every per-link call.
+    assert set(map(json.dumps, plain["fields"].values())) == {json.dumps({"field_error": NVML_ERROR_NOT_SUPPORTED})}

@@ -8,6 +8,7 @@ import pytest
 from conftest import Field, bridge_links, dual_3090, gpu, nvml_error
 
 from ansible_collections.llmfleet.workstation.plugins.module_utils import nvml
+from ansible_collections.llmfleet.workstation.plugins.modules import nvlink_status
 
 
 def raising(code):
@@ -404,3 +405,110 @@ def test_wait_until_polls_with_the_given_clock():
     clock["now"] = 0.0
     done, _value, waited = nvml.wait_until(lambda: (False, None), 0, 10, sleep, lambda: clock["now"])
     assert (done, waited) == (False, 0.0)
+
+
+# ---- NVLink error counters: one field call per GPU, per-link calls where fields are not served --------------
+
+
+def counted_links(count=4, **overrides):
+    """Links whose four counters differ, so a counter read from the wrong field or link shows."""
+    links = bridge_links("00000000:21:00.0", count=count, **overrides)
+    for number, link in enumerate(links):
+        link["errors"] = [100 * number + counter for counter in range(4)]
+    return links
+
+
+def read_all_links(fake_nvml, cards):
+    fake_nvml.install(cards)
+    with nvml.NvmlSession() as session:
+        gpus = session.gpus()
+        return [[session.nvlink_link(card, link) for link in range(session.nvlink_link_count(card))]
+                for card in gpus]
+
+
+def counter_calls(fake_nvml):
+    return [call for call in fake_nvml.link_calls if call[0] == "nvmlDeviceGetNvLinkErrorCounter"]
+
+
+@pytest.mark.parametrize("counter, link, field_name", [
+    (counter, link, "NVML_FI_DEV_NVLINK_%s_ERROR_COUNT_L%d" % (counter.upper(), link))
+    for counter in ("replay", "recovery", "crc_flit", "crc_data") for link in range(12)
+])
+def test_error_field_ids_are_nvml_h_s(counter, link, field_name):
+    assert nvml.nvlink_error_field_id(counter, link) == getattr(pynvml, field_name)
+
+
+def test_no_error_field_past_link_eleven():
+    assert nvml.nvlink_error_field_id("replay", 12) is None
+
+
+def test_error_counters_of_a_gpu_come_from_one_field_call(fake_nvml):
+    cards = [gpu(links=counted_links()), gpu(bus_id="00000000:21:00.0", links=counted_links())]
+    links = read_all_links(fake_nvml, cards)
+    assert links[0][3]["errors"] == {"replay": 300, "recovery": 301, "crc_flit": 302, "crc_data": 303}
+    assert links[1][0]["errors"] == {"replay": 0, "recovery": 1, "crc_flit": 2, "crc_data": 3}
+    assert [index for index, _ids in fake_nvml.field_calls] == [0, 1]
+    assert counter_calls(fake_nvml) == []
+
+
+def test_without_error_fields_every_counter_is_read_per_link_with_the_same_result(fake_nvml):
+    batched = read_all_links(fake_nvml, [gpu(links=counted_links())])
+    per_link = read_all_links(fake_nvml, [gpu(links=counted_links(), error_fields=False)])
+    assert per_link == batched
+    assert len(counter_calls(fake_nvml)) == 4 * 4
+
+
+def test_counters_a_driver_does_not_expose_stay_null_either_way(fake_nvml):
+    h200 = gpu(name="NVIDIA H200", links=bridge_links("FFFFFFFF:FF:FF.0", count=18, version=6, remote_type=2,
+                                                       errors=None))
+    links = read_all_links(fake_nvml, [h200])[0]
+    assert {value for link in links for value in link["errors"].values()} == {None}
+    # Fields were asked once; each counter NVML did not serve was then asked per link, as before.
+    assert len(fake_nvml.field_calls) == 1
+    assert len(counter_calls(fake_nvml)) == 4 * 18
+
+
+def test_links_past_eleven_are_read_per_link(fake_nvml):
+    links = read_all_links(fake_nvml, [gpu(name="NVIDIA H200", links=counted_links(count=18, version=6))])[0]
+    assert links[17]["errors"] == {"replay": 1700, "recovery": 1701, "crc_flit": 1702, "crc_data": 1703}
+    assert links[11]["errors"]["crc_data"] == 1103
+    assert {link for _name, _gpu, link in counter_calls(fake_nvml)} == set(range(12, 18))
+
+
+def test_links_that_are_down_are_read_per_link(fake_nvml):
+    links = read_all_links(fake_nvml, [gpu(links=counted_links(active=False))])[0]
+    assert links[2]["errors"]["recovery"] == 201
+    assert fake_nvml.field_calls == []
+    assert len(counter_calls(fake_nvml)) == 4 * 4
+
+
+def test_a_failing_field_call_falls_back_to_per_link_calls(fake_nvml, monkeypatch):
+    fake_nvml.install([gpu(links=counted_links())])
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetFieldValues", raising(pynvml.NVML_ERROR_UNKNOWN))
+    with nvml.NvmlSession() as session:
+        link = session.nvlink_link(session.gpus()[0], 1)
+    assert link["errors"] == {"replay": 100, "recovery": 101, "crc_flit": 102, "crc_data": 103}
+    assert len(counter_calls(fake_nvml)) == 4
+
+
+def test_a_link_read_again_gets_fresh_counters(fake_nvml):
+    cards = [gpu(links=counted_links())]
+    fake_nvml.install(cards)
+    with nvml.NvmlSession() as session:
+        card = session.gpus()[0]
+        first = session.nvlink_link(card, 0)["errors"]["replay"]
+        cards[0]["links"][0]["errors"] = [7, 1, 2, 3]
+        second = session.nvlink_link(card, 0)["errors"]["replay"]
+    assert (first, second) == (0, 7)
+    assert len(fake_nvml.field_calls) == 2
+
+
+def test_nvlink_status_facts_are_the_same_with_and_without_error_fields(fake_nvml):
+    def facts(error_fields):
+        cards = [gpu(links=counted_links(), error_fields=error_fields),
+                 gpu(bus_id="00000000:21:00.0", links=counted_links(), error_fields=error_fields)]
+        fake_nvml.install(cards)
+        with nvml.NvmlSession() as session:
+            return nvlink_status.collect_nvlink(session)
+
+    assert facts(True) == facts(False)
