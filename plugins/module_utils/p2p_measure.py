@@ -56,7 +56,8 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="p2p_measure", description="GPU copy bandwidth, within and between GPUs")
     parser.add_argument("--size-mib", type=int, default=256, help="bytes per copy, MiB")
     parser.add_argument("--repetitions", type=int, default=5, help="timed copies per figure (the median is taken)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed copies before the timed ones")
+    # A few untimed copies first: the first one enables peer access and every one lets idle clocks ramp up.
+    parser.add_argument("--warmup", type=int, default=3, help="untimed copies before the timed ones")
     parser.add_argument("--no-pairs", action="store_true", help="measure within each GPU only")
     settings = parser.parse_args(argv)
     if settings.size_mib < 1 or settings.repetitions < 1 or settings.warmup < 0:

@@ -20,8 +20,8 @@ description:
     gate itself runs under the gates venv, which has only the NVML bindings. The child runs a script shipped
     with the collection (C(plugins/module_utils/p2p_measure.py)), passed on its standard input, so nothing is
     written on the host.
-  - Each figure is the median of I(repetitions) copies of I(buffer_size_mib) MiB after one warm-up copy, timed
-    with CUDA events; the whole run takes a few seconds, most of it importing torch and starting CUDA.
+  - Each figure is the median of I(repetitions) copies of I(buffer_size_mib) MiB after three warm-up copies,
+    timed with CUDA events; the whole run takes a few seconds, most of it importing torch and starting CUDA.
   - Compares every pair's figures (each direction, alone and at once) with a floor, I(floor_fraction) of what the
     path NVML reports should carry per direction - NVLink - links between the pair (or to NVSwitch) times the
     per-link figure of their NVLink version (14.06 GB/s per direction on an RTX 3090's NVLink 3, 25 GB/s on

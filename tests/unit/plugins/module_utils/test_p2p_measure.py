@@ -99,7 +99,7 @@ def test_within_gpu_copy_on_one_gpu():
     assert gpu["memory_traffic_gbps"] == pytest.approx(4300.0)
     assert gpu["data_ok"] is True
     assert gpu["pci_bus_id"] == "00000000:18:00.0"
-    assert len(gpu["samples_seconds"]) == 5  # the warm-up copy is not counted
+    assert len(gpu["samples_seconds"]) == 5  # the warm-up copies are not counted
 
 
 def test_pair_each_way_and_both_ways_at_once():
