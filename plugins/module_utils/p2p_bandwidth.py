@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from ansible_collections.llmfleet.workstation.plugins.module_utils import p2p_measure
 from ansible_collections.llmfleet.workstation.plugins.module_utils.nvml import (
     decode_nvlink_version,
+    decode_remote_device_type,
     describe_gpu,
     link_bidirectional_gbps,
     to_text,
@@ -117,19 +118,16 @@ def read_gpu_path(session: Any, gpu: Any) -> Dict[str, Any]:
             facts["nvlink_version"] = version
         facts["nvlink_links"].append({
             "remote_pci_bus_id": to_text(remote.busId) if remote is not None else None,
-            "remote_device_type": {0: "gpu", 2: "switch"}.get(remote_type, "unknown"),
+            "remote_device_type": decode_remote_device_type(remote_type),
         })
+    facts["nvlink_version"] = decode_nvlink_version(facts["nvlink_version"])
     return facts
 
 
 def read_topology(session: Any) -> Dict[str, Any]:
     """Every GPU's path facts and every pair's P2P-over-NVLink status, in one NVML session."""
     gpus = session.gpus()
-    facts = []
-    for gpu in gpus:
-        path = read_gpu_path(session, gpu)
-        path["nvlink_version"] = decode_nvlink_version(path["nvlink_version"])
-        facts.append(path)
+    facts = [read_gpu_path(session, gpu) for gpu in gpus]
     p2p = {}
     for position, first in enumerate(gpus):
         for second in gpus[position + 1:]:
@@ -137,7 +135,7 @@ def read_topology(session: Any) -> Dict[str, Any]:
     return {"gpus": facts, "p2p_nvlink": p2p}
 
 
-def nvlink_links_between(first: Dict[str, Any], second: Dict[str, Any]) -> Tuple[int, str]:
+def nvlink_links_between(first: Dict[str, Any], second: Dict[str, Any]) -> Tuple[str, int]:
     """Active links that carry traffic between two GPUs, and how: ('direct', n), ('switch', n) or ('none', 0).
 
     A bridge joins two GPUs directly (each link's far end is the other GPU); on NVSwitch systems every GPU's
