@@ -1,9 +1,16 @@
 """The vllm_compat and nvidia_branch_compat filters: thin shells over module_utils/compat.py."""
 
 import pytest
-from ansible.errors import AnsibleFilterError
+from ansible.module_utils import _internal as module_utils_internal
 
-from ansible_collections.llmfleet.workstation.plugins.filter import nvidia_branch_compat, vllm_compat
+# Importing controller code flips ansible-core's process-wide is_controller switch, after which module.warn() in the
+# module tests collected later would go to the controller's display (as test_vllm_plan.py explains): restore it.
+_WAS_CONTROLLER = module_utils_internal.is_controller
+from ansible.errors import AnsibleFilterError  # noqa: E402
+
+from ansible_collections.llmfleet.workstation.plugins.filter import nvidia_branch_compat, vllm_compat  # noqa: E402
+
+module_utils_internal.is_controller = _WAS_CONTROLLER
 
 
 def test_vllm_compat_is_registered_and_judges():
