@@ -51,8 +51,11 @@ CUDA_MAJOR_FLOOR = {12: 525, 13: 580}
 
 # One row per change of the default wheel's torch or CUDA; a row holds from `since` up to the next row.
 #   torch:      the exact torch the release pins (`torch==X` in the wheel's Requires-Dist, read from PyPI's
-#               metadata of each x.y.0 release, 0.8.0 .. 0.33.0, on 2026-12-02).
-#   torch_cuda: the CUDA of that torch's default PyPI wheel (its nvidia-cuda-runtime pin, same metadata).
+#               metadata of each x.y.0 release, 0.8.0 .. 0.33.0, and of 0.8.5, 0.9.2, 0.10.1, 0.10.2, 0.11.1 and
+#               0.11.2, on 2026-12-02).
+#   torch_cuda: the CUDA of that torch's default PyPI wheel: its nvidia-cuda-runtime-cu12 pin (2.6 .. 2.10) or
+#               cuda-toolkit==13.0.x pin (2.11, 2.12, 2.14), same metadata. torch 2.13's was not read (the index
+#               here resolves it to a local +cpu wheel); vLLM 0.27+ require cu13 packages, so 13.0 is taken.
 #   cuda:       the CUDA the default vLLM wheel was built with; the venv needs the newer of the two.
 #   confirmed:  False where the vLLM build's CUDA is inferred, not read from a source; the higher CUDA is assumed.
 VLLM_RELEASES = (
