@@ -1,11 +1,11 @@
 """The nvidia_driver role as an operator relies on it, checked from outside the role.
 
-llmfleet-driver was converged by converge.yml: branch 560 installed from the fake NVIDIA repository, the role
-stopped for a reboot, the reboot was simulated and the role ran to the end. The tests below read that state, then
-run the role again through ansible-playbook with other variables and check what it decides and says.
+llmfleet-driver was converged by converge.yml: the default branch, 580, installed from the fake NVIDIA repository,
+the role stopped for a reboot, the reboot was simulated and the role ran to the end. The tests below read that
+state, then run the role again through ansible-playbook with other variables and check what it decides and says.
 
-Tests run in file order. The last ones change the host on purpose (Secure Boot, a point release, the 560 -> 570
-branch move) and each leaves it in a state the next one expects.
+Tests run in file order. The last ones change the host on purpose (Secure Boot, the 580 -> 560 branch move, then a
+560 point release) and each leaves it in a state the next one expects.
 """
 
 import json
@@ -25,7 +25,8 @@ LOADED_REPORT = "/run/llmfleet-fake/nvidia-version"
 REBOOT_RECORD = "/var/lib/llmfleet/nvidia_driver_reboot_required"
 SERVED = "/srv/fake-nvidia-repo"
 BRANCH_560 = {"nvidia-driver-560", "nvidia-dkms-560", "nvidia-compute-utils-560"}
-BRANCH_570 = {"nvidia-driver-570", "nvidia-dkms-570", "nvidia-compute-utils-570"}
+BRANCH_580 = {"nvidia-driver-580", "nvidia-dkms-580", "nvidia-compute-utils-580"}
+PCI_5090 = "/run/llmfleet-fake/pci/single-5090"
 # mokutil on a host with Secure Boot on and the DKMS key not enrolled (the answers of mokutil 0.6).
 FAKE_MOKUTIL = """#!/bin/sh
 case "$1" in
@@ -158,36 +159,36 @@ def test_check_mode_on_a_fresh_host_predicts_changes_and_makes_none(fresh):
     ):
         assert predicted in changed, "check mode did not predict: %s (changed: %s)" % (predicted, changed)
     assert host_snapshot(fresh) == before
-    assert not installed(fresh) & (BRANCH_560 | {"cuda-keyring", "cuda-toolkit-12-6"})
+    assert not installed(fresh) & (BRANCH_580 | {"cuda-keyring", "cuda-toolkit-12-6"})
 
 
 # ---- the converged host ----------------------------------------------------------------------------------
 
 
-def test_branch_installed_from_the_repository_and_held(converged):
+def test_default_branch_installed_from_the_repository_and_held(converged):
     state = packages(converged)
-    for name in BRANCH_560:
-        assert state[name] == ("hi", "560.35.03-1"), (name, state.get(name))
+    for name in BRANCH_580:
+        assert state[name] == ("hi", "580.95.05-1"), (name, state.get(name))
     assert state["cuda-toolkit-12-6"][0] == "ii"
     assert state["cuda-keyring"][0] == "ii"
     # Nothing but the branch is held: the toolkit and the keyring may take updates.
-    assert held(converged) == BRANCH_560
+    assert held(converged) == BRANCH_580
 
     sources = converged.file("/etc/apt/sources.list.d/cuda-debian12-x86_64.list").content_string
     assert "deb [signed-by=/usr/share/keyrings/cuda-archive-keyring.gpg] http://127.0.0.1:8088/ /" in sources
-    policy = converged.run("apt-cache policy nvidia-driver-560").stdout
-    assert "Installed: 560.35.03-1" in policy
+    policy = converged.run("apt-cache policy nvidia-driver-580").stdout
+    assert "Installed: 580.95.05-1" in policy
     assert "600 http://127.0.0.1:8088" in policy
 
 
 def test_reboot_was_requested_then_cleared(converged):
     # converge.yml kept the message the role stopped with on the fresh host.
     message = converged.file("/var/lib/llmfleet-test/reboot-requested.txt").content_string
-    assert "llmfleet-driver needs a reboot to load the NVIDIA driver 560.35.03" in message
-    assert "nvidia-driver-560 was installed or upgraded in this run" in message
+    assert "llmfleet-driver needs a reboot to load the NVIDIA driver 580.95.05" in message
+    assert "nvidia-driver-580 was installed or upgraded in this run" in message
     assert "Hosts of this play that need a reboot: llmfleet-driver." in message
     # After the (simulated) reboot the module matches the package and nothing is pending.
-    assert "Kernel Module  560.35.03 " in converged.file(LOADED_REPORT).content_string
+    assert "Kernel Module  580.95.05 " in converged.file(LOADED_REPORT).content_string
     assert not converged.file(REBOOT_RECORD).exists
 
 
@@ -223,14 +224,37 @@ def test_branch_below_550_refused(converged):
     assert packages(converged) == before
 
 
+def test_branch_too_old_for_a_blackwell_gpu_refused_before_touching_packages(converged):
+    before = packages(converged)
+    run = run_playbook("driver.yml", CONVERGED, {"nvidia_driver_branch": 560, "nvidia_driver_open_kernel_modules": True,
+                                                 "nvidia_driver_pci_devices_path": PCI_5090})
+    name, result = run.failure
+    assert name == "Refuse a branch or kernel-module flavour the GPUs cannot run"
+    assert "nvidia_driver_branch 560 is too old for 0000:01:00.0 (10de:2b85, blackwell)" in result["msg"]
+    assert "set nvidia_driver_branch to 570 or newer" in result["msg"]
+    assert not run.ran("Install cuda-keyring, the repository's signing key")
+    assert not run.ran("Install the NVIDIA driver branch")
+    assert run.stats["changed"] == 0
+    assert packages(converged) == before
+
+
+def test_blackwell_refuses_the_proprietary_kernel_modules(converged):
+    run = run_playbook("driver.yml", CONVERGED, {"nvidia_driver_pci_devices_path": PCI_5090})
+    name, result = run.failure
+    assert name == "Refuse a branch or kernel-module flavour the GPUs cannot run"
+    assert "runs only with NVIDIA's open kernel modules" in result["msg"]
+    assert "set nvidia_driver_open_kernel_modules: true" in result["msg"]
+    assert run.stats["changed"] == 0
+
+
 def test_branch_missing_from_the_repository_fails_before_touching_packages(converged):
     before = packages(converged)
-    run = run_playbook("driver.yml", CONVERGED, {"nvidia_driver_branch": 580})
+    run = run_playbook("driver.yml", CONVERGED, {"nvidia_driver_branch": 575})
     name, result = run.failure
     assert name == "Require the branch to be offered"
-    assert "nvidia-driver-580 is not offered by http://127.0.0.1:8088/" in result["msg"]
-    assert "Branches it offers: 550, 560, 570;" in result["msg"]
-    assert "with open kernel modules: 550, 560, 570" in result["msg"]
+    assert "nvidia-driver-575 is not offered by http://127.0.0.1:8088/" in result["msg"]
+    assert "Branches it offers: 550, 560, 570, 580;" in result["msg"]
+    assert "with open kernel modules: 550, 560, 570, 580" in result["msg"]
     assert not run.ran("Install the NVIDIA driver branch")
     assert run.stats["changed"] == 0
     assert packages(converged) == before
@@ -270,7 +294,7 @@ def test_module_mismatch_under_secure_boot_stops_with_enrolment_steps(secure_boo
     assert name == "Stop where the host must not or cannot be rebooted by Ansible"
     message = result["msg"]
     # The decision: nothing was installed, but the loaded module differs from the package.
-    assert "the loaded kernel module is 555.42.06, the installed driver is 560.35.03" in message
+    assert "the loaded kernel module is 555.42.06, the installed driver is 580.95.05" in message
     # The stop: rebooting would bring the host up without a driver.
     assert "/var/lib/dkms/mok.pub is not enrolled" in message
     assert "sudo mokutil --import /var/lib/dkms/mok.pub" in message
@@ -279,7 +303,31 @@ def test_module_mismatch_under_secure_boot_stops_with_enrolment_steps(secure_boo
     assert "the loaded kernel module is 555.42.06" in host.file(REBOOT_RECORD).content_string
 
 
-# ---- what unattended upgrades see, and moving the branch on purpose ---------------------------------------
+# ---- moving the branch on purpose, and what unattended upgrades see then ---------------------------------
+
+
+def test_branch_change_moves_the_driver_and_the_hold(converged):
+    run = run_playbook("driver.yml", CONVERGED, {"nvidia_driver_branch": 560})
+    name, result = run.failure
+    assert name == "Stop where the host must not or cannot be rebooted by Ansible"
+    assert "needs a reboot to load the NVIDIA driver 560.35.03" in result["msg"]
+    assert "nvidia-driver-560 was installed or upgraded in this run" in result["msg"]
+    assert "the loaded kernel module is 580.95.05, the installed driver is 560.35.03" in result["msg"]
+
+    now_installed = installed(converged)
+    assert now_installed >= BRANCH_560
+    assert not BRANCH_580 & now_installed
+    assert held(converged) == BRANCH_560
+    assert "560.35.03" in converged.file(REBOOT_RECORD).content_string
+
+    # The reboot loads the 560 module; the role then finishes, and NVML answers with the new driver.
+    assert fake_reboot(converged) == "changed"
+    run = run_playbook("driver.yml", CONVERGED, {"nvidia_driver_branch": 560})
+    assert not run.failed, run.failure
+    gpu = run.result("Read the GPUs and the driver they answer with, requiring the expected GPU count")
+    assert gpu["ansible_facts"]["llmfleet_gpu"]["driver_version"] == "560.35.03"
+    assert gpu["ansible_facts"]["llmfleet_gpu"]["gpu_count"] == 2
+    assert not converged.file(REBOOT_RECORD).exists
 
 
 def test_hold_keeps_a_newer_point_release_out(converged):
@@ -292,27 +340,3 @@ def test_hold_keeps_a_newer_point_release_out(converged):
     state = packages(converged)
     for name in BRANCH_560:
         assert state[name] == ("hi", "560.35.03-1"), (name, state[name])
-
-
-def test_branch_change_moves_the_driver_and_the_hold(converged):
-    run = run_playbook("driver.yml", CONVERGED, {"nvidia_driver_branch": 570})
-    name, result = run.failure
-    assert name == "Stop where the host must not or cannot be rebooted by Ansible"
-    assert "needs a reboot to load the NVIDIA driver 570.133.20" in result["msg"]
-    assert "nvidia-driver-570 was installed or upgraded in this run" in result["msg"]
-    assert "the loaded kernel module is 560.35.03, the installed driver is 570.133.20" in result["msg"]
-
-    now_installed = installed(converged)
-    assert now_installed >= BRANCH_570
-    assert not BRANCH_560 & now_installed
-    assert held(converged) == BRANCH_570
-    assert "570.133.20" in converged.file(REBOOT_RECORD).content_string
-
-    # The reboot loads the 570 module; the role then finishes, and NVML answers with the new driver.
-    assert fake_reboot(converged) == "changed"
-    run = run_playbook("driver.yml", CONVERGED, {"nvidia_driver_branch": 570})
-    assert not run.failed, run.failure
-    gpu = run.result("Read the GPUs and the driver they answer with, requiring the expected GPU count")
-    assert gpu["ansible_facts"]["llmfleet_gpu"]["driver_version"] == "570.133.20"
-    assert gpu["ansible_facts"]["llmfleet_gpu"]["gpu_count"] == 2
-    assert not converged.file(REBOOT_RECORD).exists
