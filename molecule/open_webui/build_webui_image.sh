@@ -3,15 +3,22 @@
 # scenario's frontend target mounts read-only as an additional image store: the image appears there under the
 # upstream name and tag, as on an air-gapped host after `podman load`, without copying 3 GB into the target.
 #
-#   build_webui_image.sh ghcr.io/open-webui/open-webui v0.12.4
+#   build_webui_image.sh ghcr.io/open-webui/open-webui v0.12.4               fetch the wheels if needed, then build
+#   build_webui_image.sh --fetch-only ghcr.io/open-webui/open-webui v0.12.4  fetch the wheels only (no image needed:
+#                                                                            `make setup` runs it beside debootstrap)
 #
 # The stand-in is the same Open WebUI release from PyPI, installed into a venv on top of the local target image
 # (Containerfile beside this script). Wheels are fetched once into .cache/open-webui-wheels/<version> (pip on the
 # host: PyPI, plus a find-links directory for torch's CPU build); the image build itself is offline. The image is
-# tagged with a hash of its recipe (this script, the Containerfile, the versions, the base image), so it is built
-# once and rebuilt only when one of them changes. Prints the upstream reference on its last line.
+# tagged with a hash of its recipe (the Containerfile, the build command, the versions, the base image), so it is
+# built once and rebuilt only when one of them changes. Prints the upstream reference on its last line.
 set -euo pipefail
 
+fetch_only=false
+if [ "${1:-}" = "--fetch-only" ]; then
+  fetch_only=true
+  shift
+fi
 upstream_image=${1:?usage: build_webui_image.sh <image, e.g. ghcr.io/open-webui/open-webui> <tag, e.g. v0.12.4>}
 tag=${2:?usage: build_webui_image.sh <image> <tag>}
 version=${tag#v}
@@ -31,26 +38,11 @@ store="$repo/.cache/open-webui-store"
 store_podman=(podman --root "$store" --runroot "$repo/.cache/open-webui-store-run" --storage-driver overlay)
 local_repo=localhost/llmfleet-open-webui
 
-mkdir -p "$store"
-base_id=$(podman image inspect --format '{{.Id}}' "$base_image")
-recipe_hash=$( { cat "$0" "$here/Containerfile"; echo "$version $torch_version $base_id"; } | sha256sum | cut -c1-12)
-image="$local_repo:$recipe_hash"
-
-if "${store_podman[@]}" image exists "$image"; then
-  echo "    open-webui stand-in $image is current (recipe unchanged)" >&2
-  "${store_podman[@]}" tag "$image" "$upstream_image:$tag"
-  echo "$upstream_image:$tag"
-  exit 0
-fi
-
-if [ ! -f "$wheels/.complete" ]; then
-  image_python=$(podman run --rm --network none "$base_image" python3 -c 'import platform; print(platform.python_version())')
+# Resolved by the download Python, which must be the image's (checked before a build).
+fetch_wheels() {
+  [ -f "$wheels/.complete" ] && return 0
+  local host_python started find_links
   host_python=$("$download_python" -c 'import platform; print(platform.python_version())')
-  if [ "$image_python" != "$host_python" ]; then
-    echo "    $download_python is Python $host_python, the image has $image_python:" \
-      "set LLMFLEET_OPEN_WEBUI_DOWNLOAD_PYTHON to a Python $image_python" >&2
-    exit 1
-  fi
   echo "    fetching open-webui==$version and its dependencies into $wheels (Python $host_python)" >&2
   started=$SECONDS
   find_links=(--find-links "$wheels")
@@ -60,8 +52,42 @@ if [ ! -f "$wheels/.complete" ]; then
   "$download_python" -m pip wheel -q --disable-pip-version-check -w "$wheels" "${find_links[@]}" \
     "open-webui==$version" "torch==$torch_version" \
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
-  touch "$wheels/.complete"
+  echo "$host_python" >"$wheels/.complete"
   echo "    fetched $(du -sh "$wheels" | cut -f1) in $((SECONDS - started)) s" >&2
+}
+
+mkdir -p "$repo/.cache"
+# Both frontends' scenarios build here, side by side in `make integration`, and setup fetches beside them: one at a
+# time; the next one finds the work done.
+exec 9>"$repo/.cache/open-webui-store.lock"
+flock 9
+
+if $fetch_only; then
+  fetch_wheels
+  exit 0
+fi
+
+mkdir -p "$store"
+base_id=$(podman image inspect --format '{{.Id}}' "$base_image")
+# The build command's settings, kept in one place: they are part of the recipe.
+build_flags=(--format docker --layers=false --squash-all)
+recipe_hash=$( { cat "$here/Containerfile"; echo "${build_flags[*]} $version $torch_version $base_id"; } \
+  | sha256sum | cut -c1-12)
+image="$local_repo:$recipe_hash"
+
+if "${store_podman[@]}" image exists "$image"; then
+  echo "    open-webui stand-in $image is current (recipe unchanged)" >&2
+  "${store_podman[@]}" tag "$image" "$upstream_image:$tag"
+  echo "$upstream_image:$tag"
+  exit 0
+fi
+
+fetch_wheels
+image_python=$(podman run --rm --network none "$base_image" python3 -c 'import platform; print(platform.python_version())')
+if [ "$image_python" != "$(cat "$wheels/.complete")" ]; then
+  echo "    the wheels in $wheels were resolved for Python $(cat "$wheels/.complete"), the image has $image_python:" \
+    "remove them and set LLMFLEET_OPEN_WEBUI_DOWNLOAD_PYTHON to a Python $image_python" >&2
+  exit 1
 fi
 
 started=$SECONDS
@@ -71,7 +97,7 @@ if [ "$("${store_podman[@]}" image inspect --format '{{.Id}}' "$base_image" 2>/d
 fi
 
 echo "    building $image (open-webui $version, torch $torch_version)" >&2
-"${store_podman[@]}" build --quiet --format docker --layers=false --squash-all \
+"${store_podman[@]}" build --quiet "${build_flags[@]}" \
   --build-arg BASE_IMAGE="$base_image" \
   --build-arg OPEN_WEBUI_VERSION="$version" \
   --build-arg TORCH_VERSION="$torch_version" \

@@ -109,6 +109,14 @@ def test_port_3000_answers_health(host):
     assert api(host, "GET", "/health") == (200, {"status": True})
 
 
+def test_engine_was_installed_after_the_role_refreshed_the_empty_package_lists(host):
+    """prepare.yml left the lists empty and dated now, so a refresh by age would have skipped them and found no
+    podman; the role asked apt, refreshed the lists and installed it."""
+    assert host.package("podman").is_installed
+    lists = host.check_output("find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*'").split()
+    assert lists, "no package lists: the role installed podman without refreshing them?"
+
+
 def test_podman_brings_the_container_back_after_a_reboot(host):
     # Restart policy "always" covers crashes; after a reboot podman-restart.service starts such containers.
     assert host.service("podman-restart.service").is_enabled
@@ -146,6 +154,8 @@ def test_environment_points_at_the_answering_backend_only(host):
     assert env["ENABLE_OLLAMA_API"] == "False"
     assert env["ENABLE_PERSISTENT_CONFIG"] == "False"
     assert env["OFFLINE_MODE"] == "True"
+    # vLLM refuses OpenAI tools unless started with tool parsing: tools stay in the prompt.
+    assert json.loads(env["DEFAULT_MODEL_PARAMS"]) == {"function_calling": DEFAULTS["open_webui_function_calling"]}
 
 
 def test_models_need_a_signed_in_user(host):
@@ -184,6 +194,11 @@ def test_check_mode_on_a_fresh_host_fails_nothing_and_changes_nothing():
     fresh = target("owui-fresh")
     assert not fresh.file("/etc/llmfleet/open-webui").exists
     assert not fresh.exists("podman")
+    # Its package lists were empty: check mode says a real run refreshes them, and leaves them empty itself.
+    messages = [str(result.get("msg", "")) for play in report["plays"] for task in play["tasks"]
+                for name, result in task["hosts"].items() if name == "owui-fresh"]
+    assert any("a real run refreshes them and installs the engine" in message for message in messages), messages
+    assert fresh.check_output("find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*'") == ""
 
 
 # ---- the fleet changes: a workstation comes up ------------------------------------------------
