@@ -1,21 +1,29 @@
-"""A fleet converged by site.yml as an operator meets it: the healthy workstation serves, the one with a misseated
-NVLink bridge was stopped at the gates and got nothing else, and Open WebUI offers only the model that answers.
-Then the operator's other playbooks on the same fleet: preflight.yml, site.yml --check, rolling_update.yml.
+"""A fleet converged by site.yml as an operator meets it: the healthy workstation serves from a hardened unit, the
+one with a misseated NVLink bridge was stopped at the gates and got nothing else, and Open WebUI offers only the
+model that answers. Then the operator's other playbooks on the same fleet: benchmark.yml, preflight.yml, site.yml
+--check, rolling_update.yml, and site.yml again with a hot GPU and with a context the engine refuses.
 
-Expected values come from the inputs (molecule.yml, the fake NVML scenario files), never from what the playbooks
-printed. Tests run in file order: the rolling-update tests at the end restart the engine on llmfleet-fleet-ws1.
+Expected values come from the inputs (molecule.yml, the fake NVML scenario files, the tiny model's files), never from
+what the playbooks printed. Tests run in file order: the tests from the rolling updates on restart the engine on
+llmfleet-fleet-ws1.
 """
 
 import csv
+import fnmatch
+import hashlib
 import json
 import os
+import re
 import shlex
 import subprocess
+import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 import testinfra
 import yaml
+from fleet_settings import ADMIN
 
 REPO = Path(__file__).resolve().parents[3]
 SCENARIO = Path(__file__).resolve().parents[1]
@@ -33,18 +41,22 @@ VENVS = "/opt/vllm/venvs"
 VENV = "%s/%s-%s" % (VENVS, WORKSTATIONS["vllm_package"], WORKSTATIONS["vllm_version"])
 GATES_PLAY = "Verify the workstations' GPUs, NVLink and temperatures"
 WEBUI_URL = "http://127.0.0.1:%d" % WEBUI_DEFAULTS["open_webui_port"]
-ADMIN = {"name": "Fleet Admin", "email": "admin@example.org", "password": "not-a-real-secret-1"}
+MODEL_DEFAULTS = yaml.safe_load((REPO / "roles" / "model" / "defaults" / "main.yml").read_text())
+TINY_MODEL = REPO / ".cache" / "tiny-llama"
+HUB_DIR = RECORD_DIR / "hub"
+SNAPSHOTS = "/var/lib/llmfleet/models/models--llmfleet-test--tiny-llama/snapshots"
 
 
 def target(name):
     return testinfra.get_host("ansible://%s?ansible_inventory=%s" % (name, INVENTORY))
 
 
-def playbook(name, *extra, callback="ansible.posix.json"):
-    """Run one of the collection's playbooks against the fleet as an operator does; return the completed process."""
+def playbook(name, *extra, callback="ansible.posix.json", directory=REPO / "playbooks"):
+    """Run one of the collection's playbooks (or the scenario's) against the fleet as an operator does; return the
+    completed process."""
     env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK=callback, ANSIBLE_FORCE_COLOR="false", NO_COLOR="1",
                ANSIBLE_COLLECTIONS_PATH=str(REPO / ".cache" / "collections"), LLMFLEET_REPO=str(REPO))
-    return subprocess.run(["ansible-playbook", "-i", INVENTORY, str(REPO / "playbooks" / name), *extra],
+    return subprocess.run(["ansible-playbook", "-i", INVENTORY, str(directory / name), *extra],
                           env=env, capture_output=True, text=True, timeout=1800, check=False)
 
 
@@ -102,6 +114,28 @@ def completion_tokens(host):
 
 def main_pid(host):
     return int(host.check_output("systemctl show -p MainPID --value vllm"))
+
+
+def allowed_files():
+    """The tiny model's files that the model role's default allow patterns select: {relative path: bytes}."""
+    files = {}
+    for path in TINY_MODEL.rglob("*"):
+        relative = path.relative_to(TINY_MODEL).as_posix()
+        patterns = MODEL_DEFAULTS["model_allow_patterns"]
+        if path.is_file() and any(fnmatch.fnmatch(relative, pattern) for pattern in patterns):
+            files[relative] = path.stat().st_size
+    return files
+
+
+def wait_for_models(host, seconds=120):
+    """The served models once the engine answers again after a restart."""
+    deadline = time.time() + seconds
+    status, body = engine(host, "/v1/models")
+    while status != 200 and time.time() < deadline:
+        time.sleep(2)
+        status, body = engine(host, "/v1/models")
+    assert status == 200, body
+    return [model["id"] for model in json.loads(body)["data"]]
 
 
 def address_of(container_name):
@@ -176,6 +210,112 @@ def test_frontend_runs_no_engine():
     assert not frontend.file("/opt/llmfleet/gates").exists
 
 
+# ---- the serving chain on the healthy workstation ---------------------------------------------------------------
+
+
+def test_unit_is_active_enabled_and_unprivileged():
+    healthy = target(HEALTHY)
+    assert healthy.service("vllm").is_running and healthy.service("vllm").is_enabled
+    assert healthy.check_output("ps -o user= -p %s", str(main_pid(healthy))) == "vllm"
+
+
+def test_unit_exposure_within_the_limit():
+    report = target(HEALTHY).check_output("systemd-analyze security --no-pager vllm.service")
+    exposure = float(re.search(r"Overall exposure level for vllm\.service:\s*([0-9.]+)", report).group(1))
+    assert exposure <= WORKSTATIONS.get("vllm_service_max_exposure", 4.0), report[-2000:]
+
+
+def test_api_key_stays_out_of_the_unit_and_process_list():
+    healthy = target(HEALTHY)
+    env_file = healthy.file("/etc/llmfleet/vllm.env")
+    assert env_file.mode == 0o600 and env_file.user == "root"
+    assert "VLLM_API_KEY=%s" % KEY in env_file.content_string
+    assert KEY not in healthy.file("/etc/systemd/system/vllm.service").content_string
+    assert KEY not in healthy.check_output("ps -eo args")
+
+
+def test_api_refuses_requests_without_the_key():
+    status, _unused = curl(target(HEALTHY), API + "/v1/models")
+    assert status == 401
+
+
+def test_chat_completion_generates_tokens():
+    request = {"model": SERVED, "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 8,
+               "temperature": 0}
+    status, body = engine(target(HEALTHY), "/v1/chat/completions", "-H", "Content-Type: application/json",
+                          "-d", json.dumps(request))
+    assert status == 200, body
+    answer = json.loads(body)
+    assert answer["usage"]["completion_tokens"] > 0
+    assert answer["choices"][0]["finish_reason"] in ("length", "stop")
+
+
+def test_engine_runs_from_the_pinned_venv():
+    healthy = target(HEALTHY)
+    assert healthy.check_output("%s/bin/python -c 'import importlib.metadata as m; print(m.version(\"%s\"))'",
+                                VENV, WORKSTATIONS["vllm_package"]) == WORKSTATIONS["vllm_version"]
+    assert "%s/bin/python" % VENV in healthy.check_output("ps -o args= -p %s", str(main_pid(healthy)))
+
+
+def test_planner_chose_the_flags():
+    """Every size is auto: one GPU means TP 1 x PP 1, the context is the model's own limit (its config.json),
+    and concurrency is the cap the scenario sets; the CPU-only float32 model gets no quantization flag."""
+    healthy = target(HEALTHY)
+    limit = json.loads((TINY_MODEL / "config.json").read_text())["max_position_embeddings"]
+    args = healthy.check_output("ps -o args= -p %s", str(main_pid(healthy))).split()
+    flags = dict(zip(args, args[1:]))  # each flag to the word after it
+    assert flags["--tensor-parallel-size"] == "1"
+    assert flags["--pipeline-parallel-size"] == "1"
+    assert flags["--max-model-len"] == str(limit)
+    assert flags["--max-num-seqs"] == str(WORKSTATIONS["vllm_service_plan_max_num_seqs"])
+    assert "--quantization" not in flags
+
+
+def test_benchmark_from_the_controller():
+    """llm_benchmark and playbooks/benchmark.yml against the engine; benchmark.yml asserts the numbers are
+    consistent (positive, TTFT inside the request, four streams beat one) and that the report files exist."""
+    completed = playbook("benchmark.yml", "--limit", HEALTHY, callback="default", directory=SCENARIO)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-4000:]
+    assert "TTFT" in output
+
+
+# ---- the weights: pulled once for the fleet, verified on each host ------------------------------------------------
+
+
+def test_a_second_host_gets_the_weights_without_a_second_download():
+    """weights.yml gives ws2 (stopped at the gates by site.yml, so without weights) its copy: the hub's body log
+    still shows every allowed file sent exactly once, in full, though two hosts now hold the model."""
+    completed = playbook("weights.yml", callback="default", directory=SCENARIO)
+    assert completed.returncode == 0, (completed.stdout + completed.stderr)[-4000:]
+    records = [json.loads(line) for line in (HUB_DIR / "requests.jsonl").read_text().splitlines()]
+    sent = {}
+    for record in records:
+        name = record["path"].split("/resolve/", 1)[1].split("/", 1)[1]
+        sent[name] = sent.get(name, 0) + record["bytes"]
+    assert sent == allowed_files()
+    assert len(records) == len(allowed_files())
+
+
+@pytest.mark.parametrize("name, owner", [(HEALTHY, "vllm"), (BROKEN, "root")])
+def test_each_host_holds_a_verified_copy(name, owner):
+    """Same bytes as the hub's files, owned by model_owner (the engine user, or root on ws2), no locks."""
+    other = target(name)
+    commit = (HUB_DIR / "commit").read_text().strip()
+    snapshot = "%s/%s" % (SNAPSHOTS, commit)
+    for relative in allowed_files():
+        expected = hashlib.sha256((TINY_MODEL / relative).read_bytes()).hexdigest()
+        assert other.check_output("sha256sum %s/%s", snapshot, relative).split()[0] == expected, relative
+        assert other.check_output("stat -L -c %%U %s/%s", snapshot, relative) == owner, relative
+    assert not other.file("%s/.locks" % SNAPSHOTS).exists
+
+
+def test_weights_only_host_has_no_engine():
+    broken = target(BROKEN)
+    assert not broken.file("/etc/systemd/system/vllm.service").exists
+    assert not broken.file("/opt/vllm").exists
+
+
 # ---- Open WebUI ------------------------------------------------------------------------------------------------
 
 
@@ -193,7 +333,7 @@ def test_frontend_lists_the_healthy_workstation_model():
     frontend = target(FRONTEND)
     status, body = webui(frontend, "POST", "/api/v1/auths/signin",
                          body={"email": ADMIN["email"], "password": ADMIN["password"]})
-    if status != 200:  # first verify on this fleet: the first account is the admin
+    if status != 200:  # the browser test did not run (or failed before signing up): the first account is the admin
         status, body = webui(frontend, "POST", "/api/v1/auths/signup", body=ADMIN)
     assert status == 200, body
     status, models = webui(frontend, "GET", "/api/models", token=body["token"])
@@ -318,4 +458,72 @@ def test_failed_update_is_rolled_back_to_the_previous_venv(broken_release):
     assert "%s/bin/python" % VENV in healthy.check_output("ps -o args= -p %s", str(main_pid(healthy)))
     assert not healthy.file("/etc/llmfleet/vllm.restart-pending").exists
     assert served_models(healthy) == [SERVED]
+    assert completion_tokens(healthy) > 0
+
+
+# ---- site.yml again on the healthy workstation: the restart gate --------------------------------------------------
+
+
+def test_hot_gpu_holds_back_a_restart():
+    """A change that needs a restart meets GPUs above the service's limit (the scenario's cores run at 41 C, the
+    limit is set to 35 C; the host gates at the role's own limit still pass): the play stops at the restart gate
+    after the cooldown wait, the running engine is left alone, and the pending restart is remembered."""
+    healthy = target(HEALTHY)
+    pid = main_pid(healthy)
+    completed = playbook("site.yml", "--limit", HEALTHY, "-e", "vllm_service_max_core_temp_c=35",
+                         "-e", "vllm_service_cooldown_timeout=5", "-e", settings_with(LLMFLEET_TEST=1),
+                         callback="default")
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 2, output[-3000:]
+    assert "Thermal gate failed after waiting 5s" in output, output[-3000:]
+    assert "core at 41 C, limit 35 C" in output, output[-3000:]
+    assert main_pid(healthy) == pid
+    assert healthy.file("/etc/llmfleet/vllm.restart-pending").exists
+    assert "LLMFLEET_TEST=1" in healthy.file("/etc/llmfleet/vllm.env").content_string
+
+
+def test_cool_gpu_lets_the_remembered_restart_through():
+    """The next run, within the limits again, restores the settings; the restart (pending from the hot run and due
+    to the settings change back) happens, the API answers again, and the marker is gone."""
+    healthy = target(HEALTHY)
+    pid = main_pid(healthy)
+    completed = playbook("site.yml", "--limit", HEALTHY, callback="default")
+    assert completed.returncode == 0, (completed.stdout + completed.stderr)[-3000:]
+    assert main_pid(healthy) != pid
+    assert not healthy.file("/etc/llmfleet/vllm.restart-pending").exists
+    assert "LLMFLEET_TEST" not in healthy.file("/etc/llmfleet/vllm.env").content_string
+    assert wait_for_models(healthy) == [SERVED]
+
+
+# ---- site.yml with a context the engine refuses ---------------------------------------------------------------
+
+
+def test_engine_refusing_the_context_fails_the_play_at_once_with_its_reason():
+    """All sizes explicit (the planner off) and a context longer than the tiny model's max_position_embeddings: the
+    engine exits at start, and the role stops waiting at once (far below vllm_service_start_timeout) with the
+    engine's own reason and the variable to change."""
+    limit = json.loads((TINY_MODEL / "config.json").read_text())["max_position_embeddings"]
+    too_long = limit * 8
+    completed = playbook("site.yml", "--limit", HEALTHY, "-e", "vllm_service_max_model_len=%d" % too_long,
+                         "-e", "vllm_service_tensor_parallel_size=1", "-e", "vllm_service_pipeline_parallel_size=1",
+                         "-e", "vllm_service_max_num_seqs=%d" % WORKSTATIONS["vllm_service_plan_max_num_seqs"])
+    report = report_of(completed)
+    assert completed.returncode == 2, failures(report, HEALTHY)
+    [wait] = [task for play in report["plays"] for task in play["tasks"]
+              if task["task"]["name"].endswith("Wait until the API answers /health, or the engine exits")
+              and HEALTHY in task["hosts"]]
+    assert wait["hosts"][HEALTHY].get("failed"), wait["hosts"][HEALTHY]
+    started, ended = (wait["task"]["duration"][key] for key in ("start", "end"))
+    waited = (datetime.fromisoformat(ended.rstrip("Z")) - datetime.fromisoformat(started.rstrip("Z"))).total_seconds()
+    assert waited < 120 < WORKSTATIONS["vllm_service_start_timeout"], "waited %d s for an engine that exited" % waited
+    _play, _task, message = failures(report, HEALTHY)[-1]
+    assert "vllm_service_max_model_len is %d" % too_long in message, message
+    assert "is greater than the derived max_model_len" in message, message
+
+
+def test_the_good_context_serves_again():
+    healthy = target(HEALTHY)
+    completed = playbook("site.yml", "--limit", HEALTHY, callback="default")
+    assert completed.returncode == 0, (completed.stdout + completed.stderr)[-3000:]
+    assert wait_for_models(healthy) == [SERVED]
     assert completion_tokens(healthy) > 0
