@@ -197,8 +197,8 @@ def expected_pair(first: Dict[str, Any], second: Dict[str, Any]) -> Dict[str, An
     }
 
 
-def floor_for(expected: Dict[str, Any], fraction: float, min_pair_gbps: Optional[float]) -> Tuple[Optional[float],
-                                                                                              str]:
+def floor_for(expected: Dict[str, Any], fraction: float,
+              min_pair_gbps: Optional[float]) -> Tuple[Optional[float], str]:
     """The floor each direction of a pair must reach, and where it comes from."""
     if min_pair_gbps is not None:
         return float(min_pair_gbps), "min_pair_gbps"

@@ -66,7 +66,7 @@ def parse_args(argv):
 
 
 def progress(text):
-    print("p2p_measure: %s" % text, file=sys.stderr)
+    sys.stderr.write("p2p_measure: %s\n" % text)
     sys.stderr.flush()
 
 
@@ -346,11 +346,11 @@ def run(argv, importer=import_torch, clock=time.perf_counter):
     try:
         torch = importer()
     except ImportError as error:
-        return not_measured("torch_missing", "torch is not installed for %s (%s)" % (sys.executable,
-                                                                                     describe_error(error)))
+        detail = "torch is not installed for %s (%s)" % (sys.executable, describe_error(error))
+        return not_measured("torch_missing", detail)
     except Exception as error:  # a torch that is there but does not load (a broken CUDA library, say)
-        return not_measured("torch_unusable", "torch does not load under %s: %s" % (sys.executable,
-                                                                                  describe_error(error)))
+        detail = "torch does not load under %s: %s" % (sys.executable, describe_error(error))
+        return not_measured("torch_unusable", detail)
     try:
         available = torch.cuda.is_available()
     except Exception as error:
@@ -367,11 +367,11 @@ def run(argv, importer=import_torch, clock=time.perf_counter):
 
 
 def main(argv=None):
+    """Print the one result line; the exit status is 0 whatever was measured (the result says what)."""
     result = run(sys.argv[1:] if argv is None else argv)
-    print("%s %s" % (RESULT_MARKER, json.dumps(result, sort_keys=True)))
+    sys.stdout.write("%s %s\n" % (RESULT_MARKER, json.dumps(result, sort_keys=True)))
     sys.stdout.flush()
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Judge and summarize what check_p2p_bandwidth.sh ran: WORK holds each step's output, OUT gets the three files.
 
     p2p_summary.py WORK OUT ELAPSED_SECONDS
@@ -100,8 +99,8 @@ def summarize(work, elapsed):
     lines.append("Within each GPU (CUDA events, the script alone):")
     for gpu in (plain or {}).get("gpus", []):
         if gpu.get("copy_gbps") is None:
-            lines.append("  GPU %d %s: not measured (%s)" % (gpu["index"], gpu.get("name"), gpu.get("reason")
-                                                              or gpu.get("error")))
+            why = gpu.get("reason") or gpu.get("error")
+            lines.append("  GPU %d %s: not measured (%s)" % (gpu["index"], gpu.get("name"), why))
             continue
         lines.append("  GPU %d %s: copy %.1f GB/s (one side) = memory traffic %.1f GB/s (read + write); samples %s s"
                      % (gpu["index"], gpu["name"], gpu["copy_gbps"], gpu["memory_traffic_gbps"],
@@ -131,8 +130,8 @@ def summarize(work, elapsed):
         lines.append("Pairs (the script alone):" if pairs else "Pairs: none (fewer than two GPUs)")
     for pair in pairs:
         if pair["status"] != "measured":
-            lines.append("  GPU %d<->%d: %s (%s)" % (pair["gpus"][0], pair["gpus"][1], pair["status"],
-                                                      pair.get("error") or pair.get("reason")))
+            why = pair.get("error") or pair.get("reason")
+            lines.append("  GPU %d<->%d: %s (%s)" % (pair["gpus"][0], pair["gpus"][1], pair["status"], why))
             continue
         for direction in pair["directions"]:
             lines.append("  GPU %d->%d: %.1f GB/s alone, %.1f GB/s with the other direction at once, peer access %s"
@@ -155,8 +154,8 @@ def summarize(work, elapsed):
                 pair["gpus"][0], pair["gpus"][1], pair["path"], pair["expected_gbps"], pair["floor_gbps"],
                 pair["floor_source"], pair["min_gbps"]))
     else:
-        lines.append("Module: %s" % ((module or {}).get("msg") or last_lines(read(work, "module.out") + "\n"
-                                                                              + read(work, "module.err"))))
+        output = read(work, "module.out") + "\n" + read(work, "module.err")
+        lines.append("Module: %s" % ((module or {}).get("msg") or last_lines(output)))
 
     # 5. The not-measured path on the same machine.
     reason = ((missing or {}).get("ansible_facts") or {}).get("llmfleet_p2p_bandwidth", {}).get("reason")

@@ -459,8 +459,8 @@ def test_without_error_fields_every_counter_is_read_per_link_with_the_same_resul
 
 
 def test_counters_a_driver_does_not_expose_stay_null_either_way(fake_nvml):
-    h200 = gpu(name="NVIDIA H200", links=bridge_links("FFFFFFFF:FF:FF.0", count=18, version=6, remote_type=2,
-                                                       errors=None))
+    switch_links = bridge_links("FFFFFFFF:FF:FF.0", count=18, version=6, remote_type=2, errors=None)
+    h200 = gpu(name="NVIDIA H200", links=switch_links)
     links = read_all_links(fake_nvml, [h200])[0]
     assert {value for link in links for value in link["errors"].values()} == {None}
     # Fields were asked once; each counter NVML did not serve was then asked per link, as before.

@@ -73,8 +73,8 @@ def h200_pair():
 
 
 def pcie_pair(generation=4, width=16, name="NVIDIA GeForce RTX 4090"):
-    return [gpu(name=name, bus_id=bus, pcie=(1, generation, width, 16)) for bus in ("00000000:01:00.0",
-                                                                                  "00000000:21:00.0")]
+    return [gpu(name=name, bus_id=bus, pcie=(1, generation, width, 16))
+            for bus in ("00000000:01:00.0", "00000000:21:00.0")]
 
 
 def topology(fake_nvml, nvml_gpus):
@@ -357,8 +357,8 @@ def test_busy_gpu_is_not_measured(fake_nvml):
 
 
 def test_a_hung_measurement_fails_with_where_it_was(fake_nvml):
-    hung = subprocess.TimeoutExpired(["python"], 120, stderr=b"p2p_measure: GPU 0 within-GPU copy\n"
-                                                            b"p2p_measure: GPU 0 <-> GPU 1\n")
+    progress = b"p2p_measure: GPU 0 within-GPU copy\np2p_measure: GPU 0 <-> GPU 1\n"
+    hung = subprocess.TimeoutExpired(["python"], 120, stderr=progress)
     result = gate(fake_nvml, dual_3090(), Runner(raises=hung))
     assert result["failed"] is True
     (problem,) = result["problems"]
