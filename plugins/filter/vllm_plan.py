@@ -298,30 +298,40 @@ _value:
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 
-# --- The overhead model (per GPU). Sources: vLLM's start-up log line "the current vLLM instance can use
-# total_gpu_memory (X) x gpu_memory_utilization (Y) = Z; model weights take ...; non_torch_memory takes ...;
-# PyTorch activation peak memory takes ...; the rest of the memory reserved for KV Cache is ...", and vLLM's
-# worker code (KV cache = budget - weights - activation peak - non-torch increase; CUDA graphs are captured
-# after the KV cache is allocated).
+# --- The overhead model (per GPU), calibrated on vLLM 0.26.0's own accounting. vLLM gives the KV cache
+#   budget - weights - activation peak - non-torch memory, where budget = gpu_memory_utilization x the GPU's CUDA
+# total, and logs each term ("Model loading took ...", "Actual usage is X for weight, Y for peak activation, Z for
+# non-torch memory, and W for CUDAGraph memory"). CUDA graphs are captured after the KV cache is allocated, outside
+# the budget. Every constant below names its measurement: tests/hardware/check_engine.sh on one H200, 2026-12-02
+# (tests/unit/plugins/filter/fixtures/engine_measurements.json, docs/hardware/2026-12-02-H200-engine.md).
 
-# CUDA sees less than NVML's total: vLLM logs total_gpu_memory 23.58-23.69 GiB on 24576 MiB RTX 3090/4090 cards;
-# the driver keeps the rest (nvidia-smi -q, "FB Memory Usage: Reserved").
+# CUDA sees less than NVML's total. On the H200 NVML reports 143771 MiB and CUDA 143155 MiB (616 MiB less); vLLM
+# logs total_gpu_memory 23.58-23.69 GiB on 24576 MiB RTX 3090/4090 cards (up to 430 MiB less).
 DRIVER_RESERVED_BYTES = 384 * MIB
-# Non-torch memory that appears during the profile run (cuBLAS workspaces, allocator bookkeeping): vLLM logs
-# 0.1-0.2 GiB on one GPU ...
-NON_TORCH_BYTES_ONE_GPU = 128 * MIB
-# ... and 0.2-0.25 GiB with several (NCCL communicators, custom all-reduce IPC buffers; "non_torch_memory takes
-# 0.20GiB" on 24 GiB cards).
+DRIVER_RESERVED_BYTES_LARGE_GPU = 616 * MIB
+# Non-torch memory that appears during the profile run (cuBLAS workspaces, allocator bookkeeping): 0.22 GiB on one
+# H200 in every case measured ...
+NON_TORCH_BYTES_ONE_GPU = 232 * MIB
+# ... and with several GPUs NCCL communicators and custom all-reduce buffers come on top (0.2-0.25 GiB seen in vLLM
+# logs of 24 GiB cards; not yet measured on two GPUs here).
 NON_TORCH_BYTES_MULTI_GPU = 256 * MIB
-# Activation peak of one forward pass: the residual stream, its normed copy, the attention output and the
-# all-reduce buffer are alive together (4 x hidden per token), plus one GPU's share of q/k/v and of the MLP's
-# gate+up output and activated copy (3 x intermediate per token), in the served dtype (2 bytes, 4 for float32).
-ACTIVATION_HIDDEN_COPIES = 4
-ACTIVATION_MLP_COPIES = 3
-# The profile run also samples max_num_seqs sequences: float32 logits over the whole vocabulary, plus the
-# probabilities computed from them (2 copies), on the last pipeline stage.
-LOGITS_BYTES_PER_VALUE = 4
-LOGITS_COPIES = 2
+# Weights in memory against their size on disk (or the config's estimate): AWQ/GPTQ layers repacked for the Marlin
+# kernels took 2.4-3.2% more than their checkpoint bytes (Llama 3.3 70B: 37.88 GiB loaded for 37.04 GiB; Qwen2.5
+# 72B: 39.56 for 38.74; Qwen2.5-Coder 32B: 18.49 for 18.00) ...
+QUANTIZED_LAYER_OVERHEAD = 0.033
+# ... and 16-bit weights 0.3% (Llama 3.1 8B: 15.00 GiB for 14.96; the rotary tables).
+UNQUANTIZED_OVERHEAD = 0.003
+# Activation peak of the profile run. Measured on the first start of each model (empty compile cache), the engine's
+# peak was one 16-bit copy of the LM head's share of a GPU (vocab x hidden x 2 bytes / TP) plus 4 bytes per hidden
+# value of each batched token, within 0.05 GiB in all 7 cases: Llama 3.1 8B 1.01 GiB at 2048 tokens and 1.10 at 8192,
+# Qwen2.5-Coder 32B 1.50 at 2048 and 1.61 at 8192, Llama 3.3 70B 2.21 and Qwen2.5 72B 2.57 at 8192. Later starts
+# can peak lower (Qwen2.5-Coder 32B 0.38 GiB at 2048 tokens on a warm cache, so its KV cache held 12% more); the
+# plan is for the first start, the one that must not fail.
+ACTIVATION_LM_HEAD_BYTES_PER_VALUE = 2
+ACTIVATION_BYTES_PER_HIDDEN_VALUE = 4
+# Kept out of the KV cache for what the formulas miss (at most 0.25 GiB of weights, 0.05 GiB of activations in the
+# cases measured), so that the plan stays at or below the engine's capacity: 96-100% of it in every first start.
+SAFETY_MARGIN_BYTES = 64 * MIB
 # Outside the budget (must fit in memory x (1 - utilization)): the CUDA context of the worker process (torch,
 # cuBLAS, the kernels vLLM loads; ~0.3-0.5 GiB per process as nvidia-smi shows it) and the CUDA graphs vLLM
 # captures after allocating the KV cache ("Graph capturing finished in N secs, took 0.3-0.9 GiB" on consumer GPUs).
@@ -586,30 +596,30 @@ def interconnect_of(gpu_count: int, nvlink_facts: Any, notes: List[str]) -> str:
 
 
 def stage_plans(shape: Dict[str, int], components: Dict[str, float], *, scale: float, tp: int, pp: int,
-                kv_value_bytes: int, budget: int, max_num_seqs_profile: int,
+                quantized: bool,
+                kv_value_bytes: int, budget: int,
                 batched_tokens: int, activation_value_bytes: int = 2) -> List[Dict[str, int]]:
     """Per-GPU numbers of each pipeline stage."""
     stages = []
     layer_counts = pp_layers(shape["layers"], pp)
-    q_out = shape["heads"] * shape["head_dim"]
-    kv_out = shape["kv_heads"] * shape["head_dim"]
     kv_heads_per_gpu = max(1, shape["kv_heads"] // tp)  # fewer KV heads than GPUs: each GPU keeps a copy of one
     for index, layers in enumerate(layer_counts):
         first, last = index == 0, index == pp - 1
-        weights = layers * components["layer"]
+        # Quantized layers grow when repacked for Marlin; embeddings and the LM head stay 16-bit as loaded.
+        weights = layers * components["layer"] * (1 + (QUANTIZED_LAYER_OVERHEAD if quantized else UNQUANTIZED_OVERHEAD))
         if first:
             weights += components["embedding"]
         if last:
             # A tied LM head shares the embedding on one stage; the last stage of a pipeline needs its own copy.
             weights += components["lm_head"] if (components["lm_head"] or not pp > 1) else components["embedding"]
         weights_per_gpu = int(weights * scale / tp)
-        activations = batched_tokens * activation_value_bytes * (
-            ACTIVATION_HIDDEN_COPIES * shape["hidden"] + (q_out + 2 * kv_out) // tp
-            + ACTIVATION_MLP_COPIES * shape["intermediate"] // tp)
+        # The LM head's term on the stage that computes the logits (pipeline stages are not measured yet).
+        activations = batched_tokens * shape["hidden"] * ACTIVATION_BYTES_PER_HIDDEN_VALUE * max(
+            1, activation_value_bytes // 2)
         if last:
-            activations += max_num_seqs_profile * shape["vocab"] * LOGITS_BYTES_PER_VALUE * LOGITS_COPIES
+            activations += shape["vocab"] * shape["hidden"] * ACTIVATION_LM_HEAD_BYTES_PER_VALUE // tp
         non_torch = NON_TORCH_BYTES_MULTI_GPU if tp * pp > 1 else NON_TORCH_BYTES_ONE_GPU
-        reserve = activations + non_torch
+        reserve = activations + non_torch + SAFETY_MARGIN_BYTES
         kv_per_token = 2 * layers * kv_heads_per_gpu * shape["head_dim"] * kv_value_bytes
         kv_budget = budget - weights_per_gpu - reserve
         stages.append({
@@ -712,13 +722,16 @@ def vllm_plan(
         notes.append("weights estimated from the config at %s (%d-bit%s): pass weight_bytes for the real size"
                      % (gib(total_weights), bits, " %s" % method if method != "none" else ""))
 
-    cuda_visible = gpu_bytes - DRIVER_RESERVED_BYTES
+    cuda_visible = gpu_bytes - (DRIVER_RESERVED_BYTES_LARGE_GPU if gpu_bytes >= VLLM_LARGE_GPU_BYTES
+                                else DRIVER_RESERVED_BYTES)
     budget = int(cuda_visible * utilization)
     outside = cuda_visible - budget
-    profile_seqs = wanted_seqs or seqs_cap
-    stages = stage_plans(shape, components, scale=scale, tp=tp, pp=pp, kv_value_bytes=kv_value_bytes,
-                         budget=budget, max_num_seqs_profile=profile_seqs, batched_tokens=batched_tokens,
+    stages = stage_plans(shape, components, scale=scale, tp=tp, pp=pp, quantized=bits < 16,
+                         kv_value_bytes=kv_value_bytes,
+                         budget=budget, batched_tokens=batched_tokens,
                          activation_value_bytes=served_dtype_bytes)
+    # Weights as loaded (repacked for Marlin), every GPU together.
+    loaded_weights = sum(stage["weights_bytes"] for stage in stages) * tp
     limiting = min(stages, key=lambda stage: (stage["kv_tokens"], stage["kv_budget_bytes"]))
     kv_tokens = limiting["kv_tokens"]
     kv_per_token = 2 * shape["layers"] * shape["kv_heads"] * shape["head_dim"] * kv_value_bytes
@@ -741,13 +754,13 @@ def vllm_plan(
         problem = "Does not fit: %s on %s" % (layout_problem, where)
     elif limiting["kv_budget_bytes"] <= 0 or kv_tokens == 0:
         worst = min(stages, key=lambda stage: stage["kv_budget_bytes"])
-        needed = total_weights + worst["reserve_bytes"] * tp * pp
+        needed = loaded_weights + worst["reserve_bytes"] * tp * pp
         minimum = next((size for size in (2, 4, 8, 16) if size > gpu_count
-                        and total_weights / size + worst["reserve_bytes"] < budget), None)
+                        and loaded_weights / size + worst["reserve_bytes"] < budget), None)
         problem = (
             "Does not fit: on %s the weights take %s per GPU (%s in all, TP %d x PP %d) and activations and buffers "
             "%s, but %s, leaving %s for the KV cache; the model needs about %s of vLLM budget in all%s"
-            % (where, gib(worst["weights_bytes"]), gib(total_weights), tp, pp, gib(worst["reserve_bytes"]),
+            % (where, gib(worst["weights_bytes"]), gib(loaded_weights), tp, pp, gib(worst["reserve_bytes"]),
                budget_text, gib(worst["kv_budget_bytes"]), gib(needed),
                (": use at least %d GPUs of this size" % minimum) if minimum else ""))
     elif wanted_len is not None:
@@ -758,7 +771,7 @@ def vllm_plan(
             problem = ("Does not fit: max_model_len %d needs %s of KV cache (%d bytes per token) but the KV cache "
                        "holds %d tokens (%s in all on %s after weights of %s): lower max_model_len to %d or less%s"
                        % (wanted_len, gib(wanted_len * kv_per_token), kv_per_token, kv_tokens, gib(kv_cache_bytes),
-                          where, gib(total_weights), kv_tokens // AUTO_MAX_MODEL_LEN_STEP * AUTO_MAX_MODEL_LEN_STEP
+                          where, gib(loaded_weights), kv_tokens // AUTO_MAX_MODEL_LEN_STEP * AUTO_MAX_MODEL_LEN_STEP
                           or kv_tokens, "" if kv_dtype != "auto" else ", or set kv_cache_dtype fp8 to double it"))
         else:
             planned_len = wanted_len
@@ -772,7 +785,7 @@ def vllm_plan(
         if planned_len < minimum_len:
             problem = ("Does not fit: the KV cache left on %s holds only %d tokens (%s after weights of %s), "
                        "less than the %d-token minimum context: use more GPUs%s"
-                       % (where, kv_tokens, gib(kv_cache_bytes), gib(total_weights), minimum_len,
+                       % (where, kv_tokens, gib(kv_cache_bytes), gib(loaded_weights), minimum_len,
                           "" if kv_dtype != "auto" else " or set kv_cache_dtype fp8"))
             planned_len = 0
     context_needed = CUDA_CONTEXT_BYTES + CUDA_GRAPHS_BYTES

@@ -5,8 +5,8 @@
 #
 #   CARRY=.gpu-carry OUT=/tmp/hw-out bash tests/hardware/check_engine.sh [check_engine.py options]
 #
-# Needs: python3 with torch (CUDA) and nvidia-ml-py; vLLM either importable or as the zstd-compressed chunks of
-# ../shared/gpu-vllm/build_carry.sh already received into /tmp/gpu-carry; ansible-core importable or as wheels in
+# Needs: python3 with torch (CUDA) and nvidia-ml-py; vLLM either importable or as a zstd-compressed tar of its
+# site-packages split into /tmp/gpu-carry/part.*; ansible-core importable or as wheels in
 # CARRY/wheels; a stand-in tokenizer in CARRY/tok (tests/harness/make_tiny_model.py writes one). Re-running on the
 # same machine skips the cases it already ran.
 set -euo pipefail
