@@ -375,8 +375,8 @@ def engine_verdict(vllm_version: Any, driver: Any, gpu_names: Iterable[Any] = ()
         problems.append(problem(
             "driver_too_old",
             "vllm_version %s ships torch %s with CUDA %s, which needs NVIDIA driver branch %d or newer; this host "
-            "runs driver %s (branch %d): %s" % (vllm_version, row["torch"], row["cuda"], row["min_branch"],
-                                               driver, branch, how),
+            "runs driver %s (branch %d): %s"
+            % (vllm_version, row["torch"], row["cuda"], row["min_branch"], driver, branch, how),
             "set nvidia_driver_branch to %d or newer and update the driver first (site.yml --tags driver, or "
             "rolling_update.yml with rolling_update_driver: true on a serving fleet), or set %s"
             % (max(required or 0, row["min_branch"]), alternatives),

@@ -40,8 +40,8 @@ def run_role(tmp_path, extra_vars, tasks_from="main"):
     try:
         report = json.loads(completed.stdout)
     except ValueError:
-        pytest.fail("no JSON from ansible-playbook (rc %s): %s %s" % (completed.returncode, completed.stdout[-2000:],
-                                                                     completed.stderr[-2000:]))
+        pytest.fail("no JSON from ansible-playbook (rc %s): %s %s"
+                    % (completed.returncode, completed.stdout[-2000:], completed.stderr[-2000:]))
     tasks = {}
     for play_report in report["plays"]:
         for task in play_report["tasks"]:
