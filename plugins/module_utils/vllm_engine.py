@@ -63,7 +63,8 @@ def _number(text: str) -> float:
 
 def strip_prefix(line: str) -> str:
     """A log line without the journal's and vLLM's prefixes ("(EngineCore pid=12) INFO 12-01 10:00:00 [x.py:1] ")."""
-    return re.sub(r"^.*?\[[\w./-]+:\d+\]\s*", "", line.rstrip("\n"), count=1)
+    line = re.sub(r"^\(\w+ pid=\d+\)\s*", "", line.rstrip("\n"))
+    return re.sub(r"^.*?\[[\w./-]+:\d+\]\s*", "", line, count=1)
 
 
 def parse_accounting(lines: Iterable[str]) -> Dict[str, Any]:

@@ -53,7 +53,7 @@ options:
     type: float
     default: 0.1
 author:
-  - llmfleet.workstation contributors
+  - llmfleet.workstation contributors (@llmfleet)
 """
 
 EXAMPLES = r"""

