@@ -49,7 +49,8 @@ mkdir -p "$collections/ansible_collections/llmfleet"
 ln -s "$repo" "$collections/ansible_collections/llmfleet/workstation"
 export ANSIBLE_COLLECTIONS_PATH=$collections ANSIBLE_HOME=$work/home
 export ANSIBLE_LOCALHOST_WARNING=false ANSIBLE_INVENTORY_UNPARSED_WARNING=false
-export ANSIBLE_LOAD_CALLBACK_PLUGINS=1 ANSIBLE_STDOUT_CALLBACK=json
+# oneline is in ansible-core itself (the json callback moved to ansible.posix, which a bare GPU host lacks).
+export ANSIBLE_LOAD_CALLBACK_PLUGINS=1 ANSIBLE_STDOUT_CALLBACK=ansible.builtin.oneline
 # The environment the engine gets on this fleet (NVLink multicast off) applies here as well.
 export NCCL_NVLS_ENABLE=0
 

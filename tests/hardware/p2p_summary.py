@@ -41,7 +41,14 @@ def marker_result(text):
 
 
 def module_result(text):
-    """The host's result from ansible's json callback, or None."""
+    """The host's result from ansible's oneline callback ("localhost | SUCCESS => {...}"), or from the json
+    callback where that one is installed (ansible.posix), or None."""
+    for line in text.splitlines():
+        if line.startswith("localhost | ") and " => {" in line:
+            try:
+                return json.loads(line.split(" => ", 1)[1])
+            except ValueError:
+                return None
     try:
         report = json.loads(text)
         return report["plays"][0]["tasks"][0]["hosts"]["localhost"]
