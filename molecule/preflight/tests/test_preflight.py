@@ -244,6 +244,9 @@ def test_report_files_hold_the_printed_rows(runs):
     assert from_csv == printed
     # The gates' messages, with the operator's fix, follow the table.
     assert "reseat the NVLink bridge" in markdown[0].read_text()
+    # Each host's engine line: no vLLM unit runs on these targets, and the audit says so rather than guessing.
+    engine_lines = [line for line in markdown[0].read_text().splitlines() if line.startswith("- pf-ok: ")]
+    assert len(engine_lines) == 1 and engine_lines[0].endswith("; engine not serving"), engine_lines
 
 
 # ---- thresholds and the CI gate ---------------------------------------------------------------
