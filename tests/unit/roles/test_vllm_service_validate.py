@@ -1,6 +1,7 @@
-"""vllm_service's input checks, run for real with ansible-playbook on the local host (validate.yml only, in check
-mode, where the checks of the engine venv and the model directory wait for the roles that make them). An engine listening beyond loopback without an API key is refused unless the operator
-says so with vllm_service_allow_unauthenticated."""
+"""vllm_service's input checks, run for real with ansible-playbook on the local host: validate.yml only, in check
+mode, where the checks of the engine venv and the model directory wait for the roles that make them. An engine
+listening beyond loopback without an API key is refused unless the operator says so with
+vllm_service_allow_unauthenticated."""
 
 import json
 import os
@@ -41,7 +42,8 @@ def validate(tmp_path, **extra_vars):
 def test_defaults_on_all_addresses_without_a_key_are_refused(tmp_path):
     failed, result = validate(tmp_path)
     assert failed
-    for words in ("vllm_service_host is 0.0.0.0", "vllm_service_api_key is empty", "vllm_service_allow_unauthenticated"):
+    for words in ("vllm_service_host is 0.0.0.0", "vllm_service_api_key is empty",
+                  "vllm_service_allow_unauthenticated"):
         assert words in result["msg"]
 
 
