@@ -31,10 +31,12 @@ else:
     HAS_PYNVML = True
     PYNVML_IMPORT_ERROR = None
 
-DRIVER_NOT_LOADED = (
-    "NVIDIA driver not loaded: run the nvidia_driver role first (llmfleet.workstation.nvidia_driver), "
-    "reboot if it asks for one, and check that nvidia-smi answers"
+DRIVER_NOT_LOADED_FIX = (
+    "run the nvidia_driver role first (llmfleet.workstation.nvidia_driver), reboot if it asks for one, and check "
+    "that nvidia-smi answers"
 )
+DRIVER_NOT_LOADED = "NVIDIA driver not loaded: " + DRIVER_NOT_LOADED_FIX
+NVML_MISSING_FIX = "install nvidia-ml-py in the gates venv: run site.yml --tags gates"
 # nvmlInit failures other than a missing driver that an operator meets, with what to do about them.
 INIT_ERROR_FIXES = {
     "NVMLError_LibRmVersionMismatch": (
@@ -114,7 +116,16 @@ GA100_NAME = re.compile(r"\bA(100|800|30)\b")
 
 
 class NvmlError(Exception):
-    """An NVML failure, worded for the operator."""
+    """An NVML failure, worded for the operator.
+
+    `code` names the failure for callers that judge from data (the gates' `problems`): `driver_not_loaded`,
+    `nvml_missing`, `nvml_init_failed`, `nvml_call_failed`; `fix` is what the operator does about it, where known.
+    """
+
+    def __init__(self, message: str, code: str = "nvml_call_failed", fix: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.fix = fix
 
 
 def to_text(value: Any) -> Any:
@@ -268,15 +279,18 @@ class NvmlSession:
 
     def __enter__(self) -> "NvmlSession":
         if pynvml is None:
-            raise NvmlError("The Python package nvidia-ml-py (module pynvml) is not installed on the target")
+            raise NvmlError("The Python package nvidia-ml-py (module pynvml) is not installed on the target",
+                            code="nvml_missing", fix=NVML_MISSING_FIX)
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as error:
             if isinstance(error, _error_classes(("NVMLError_LibraryNotFound", "NVMLError_DriverNotLoaded"))):
-                raise NvmlError("%s (NVML: %s)" % (DRIVER_NOT_LOADED, _nvml_text(error))) from error
+                raise NvmlError("%s (NVML: %s)" % (DRIVER_NOT_LOADED, _nvml_text(error)),
+                                code="driver_not_loaded", fix=DRIVER_NOT_LOADED_FIX) from error
             kind = type(error).__name__
             fix = INIT_ERROR_FIXES.get(kind, "check the driver with nvidia-smi")
-            raise NvmlError("NVML could not start (%s: %s): %s" % (kind, _nvml_text(error), fix)) from error
+            raise NvmlError("NVML could not start (%s: %s): %s" % (kind, _nvml_text(error), fix),
+                            code="nvml_init_failed", fix=fix) from error
         self._open = True
         return self
 

@@ -51,6 +51,26 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+problems:
+  description:
+    - What the gate found wrong, as data beside its message and warnings, so that callers judge without reading
+      text. Empty on a healthy host.
+    - C(code) is one of C(gpu_count) (fewer or more GPUs than I(expected_gpu_count), the count in C(value), the
+      expected in C(limit)), C(pcie_lane_starved) (a warning; the lanes in use in C(value), the lanes the GPU
+      supports in C(limit)), and where NVML cannot be read at all C(nvml_missing) (nvidia-ml-py not installed),
+      C(driver_not_loaded), C(nvml_init_failed) or C(nvml_call_failed).
+    - C(gpu) is the NVML index, or null for the host; C(fix) what the operator does; C(message) the sentence.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - code: pcie_lane_starved
+      gpu: 1
+      value: 8
+      limit: 16
+      fix: move it to a slot wired for x16, or expect slower tensor-parallel traffic over PCIe
+      message: "GPU 1 (NVIDIA GeForce RTX 3090, 00000000:21:00.0) runs PCIe x8 of x16: move it to a slot wired
+        for x16, or expect slower tensor-parallel traffic over PCIe"
 ansible_facts:
   description: Facts set on the host.
   returned: success
@@ -165,7 +185,7 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.llmfleet.workstation.plugins.module_utils.gate import run_gate
+from ansible_collections.llmfleet.workstation.plugins.module_utils.gate import problem, run_gate
 from ansible_collections.llmfleet.workstation.plugins.module_utils.nvml import (
     describe_gpu,
     milliwatts_to_watts,
@@ -221,23 +241,24 @@ def collect_gpu_facts(session):
 def run(params, session):
     """Read the facts and judge them against params; returns the module result."""
     facts = collect_gpu_facts(session)
-    result = {"changed": False, "ansible_facts": {"llmfleet_gpu": facts}, "warnings": []}
+    result = {"changed": False, "ansible_facts": {"llmfleet_gpu": facts}, "warnings": [], "problems": []}
     for gpu in facts["gpus"]:
         if gpu["pcie_lane_starved"]:
-            result["warnings"].append(
-                "%s runs PCIe x%d of x%d: move it to a slot wired for x%d, or expect slower tensor-parallel "
-                "traffic over PCIe" % (describe_gpu(gpu), gpu["pcie_current_width"], gpu["pcie_max_width"],
-                                       gpu["pcie_max_width"])
-            )
+            width, most = gpu["pcie_current_width"], gpu["pcie_max_width"]
+            fix = "move it to a slot wired for x%d, or expect slower tensor-parallel traffic over PCIe" % most
+            message = "%s runs PCIe x%d of x%d: %s" % (describe_gpu(gpu), width, most, fix)
+            result["warnings"].append(message)
+            result["problems"].append(problem("pcie_lane_starved", message, gpu=gpu["index"], value=width, limit=most,
+                                              fix=fix))
     expected = params.get("expected_gpu_count")
     if expected is not None and facts["gpu_count"] != expected:
         seen = ", ".join("%d: %s" % (gpu["index"], gpu["name"]) for gpu in facts["gpus"]) or "none"
+        fix = ("Check that every card is seated and powered (both PCIe power connectors), that it shows in lspci, "
+               "and that nvidia-smi lists it")
         result["failed"] = True
-        result["msg"] = (
-            "Expected %d GPUs, NVML reports %d (%s). Check that every card is seated and powered (both PCIe "
-            "power connectors), that it shows in lspci, and that nvidia-smi lists it"
-            % (expected, facts["gpu_count"], seen)
-        )
+        result["msg"] = "Expected %d GPUs, NVML reports %d (%s). %s" % (expected, facts["gpu_count"], seen, fix)
+        result["problems"].append(problem("gpu_count", result["msg"], value=facts["gpu_count"], limit=expected,
+                                          fix=fix))
     return result
 
 

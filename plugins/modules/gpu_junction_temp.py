@@ -90,6 +90,28 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+problems:
+  description:
+    - What the gate found, as data beside C(msg) and its warnings, so that callers judge without reading text.
+      Empty when every GPU is within its limits.
+    - C(code) is one of C(core_temp) and C(memory_temp) (the reading in C(value), the limit in C(limit)),
+      C(thermal_throttling) (with I(fail_on_thermal_throttle); the thermal clock-event reasons in C(value)),
+      C(memory_temp_unavailable) (one per GPU whose memory sensor NVML does not expose, unless
+      I(memory_temp_unavailable=ignore); it fails the gate only with I(memory_temp_unavailable=fail)), and where
+      NVML cannot be read at all C(nvml_missing), C(driver_not_loaded), C(nvml_init_failed) or C(nvml_call_failed).
+    - Readings of the last poll; C(gpu) is the NVML index, or null for the host; C(fix) what the operator does;
+      C(message) the sentence.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - code: memory_temp
+      gpu: 1
+      value: 106
+      limit: 100
+      fix: "Fix: improve airflow or the fan curve, cap power (nvidia-smi -pl 280 on an RTX 3090), and on used cards
+        replace the memory thermal pads"
+      message: GPU 1 (NVIDIA GeForce RTX 3090, 00000000:21:00.0) memory junction at 106 C, limit 100 C
 waited_seconds:
   description: Seconds spent waiting for a cooldown (0 without I(wait_for_cooldown)).
   returned: always
@@ -194,7 +216,7 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.llmfleet.workstation.plugins.module_utils.gate import run_gate
+from ansible_collections.llmfleet.workstation.plugins.module_utils.gate import problem, run_gate
 from ansible_collections.llmfleet.workstation.plugins.module_utils.nvml import (
     describe_gpu,
     TEMPERATURE_GPU,
@@ -241,19 +263,29 @@ def collect_thermal(session, gpus):
     }
 
 
-def heat_problems(facts, params):
-    """What is too hot right now; an empty list means every GPU is within limits."""
+def heat_problems(facts, params, found=None):
+    """What is too hot right now; an empty list means every GPU is within limits.
+
+    `found`, a list, receives the same problems as data (gate.problem).
+    """
     problems = []
+    found = [] if found is None else found
     for gpu in facts["gpus"]:
         if gpu["core_temp_c"] is not None and gpu["core_temp_c"] > params["max_core_temp_c"]:
             problems.append("%s core at %d C, limit %d C"
                             % (describe_gpu(gpu), gpu["core_temp_c"], params["max_core_temp_c"]))
+            found.append(problem("core_temp", problems[-1], gpu=gpu["index"], value=gpu["core_temp_c"],
+                                 limit=params["max_core_temp_c"], fix=COOLING_FIX))
         if gpu["memory_temp_c"] is not None and gpu["memory_temp_c"] > params["max_memory_temp_c"]:
             problems.append("%s memory junction at %d C, limit %d C"
                             % (describe_gpu(gpu), gpu["memory_temp_c"], params["max_memory_temp_c"]))
+            found.append(problem("memory_temp", problems[-1], gpu=gpu["index"], value=gpu["memory_temp_c"],
+                                 limit=params["max_memory_temp_c"], fix=COOLING_FIX))
         if params["fail_on_thermal_throttle"] and gpu["thermal_throttling"]:
             active = [reason for reason in gpu["clock_event_reasons"] if reason in THERMAL_CLOCK_EVENT_REASONS]
             problems.append("%s is thermally throttling (%s)" % (describe_gpu(gpu), ", ".join(active)))
+            found.append(problem("thermal_throttling", problems[-1], gpu=gpu["index"], value=active,
+                                 fix=COOLING_FIX))
     return problems
 
 
@@ -293,7 +325,9 @@ def run(params, session, sleep=None, monotonic=None):
     result = {"changed": False, "waited_seconds": round(waited, 1),
               "ansible_facts": {"llmfleet_gpu_thermal": facts}, "warnings": []}
 
-    problems = heat_problems(facts, params)
+    found = []
+    problems = heat_problems(facts, params, found)
+    result["problems"] = found
     unavailable = memory_unavailable(facts)
     if unavailable and params["memory_temp_unavailable"] != "ignore":
         text = (
@@ -305,6 +339,10 @@ def run(params, session, sleep=None, monotonic=None):
             problems.append(text + " (memory_temp_unavailable=fail)")
         else:
             result["warnings"].append(text)
+        for gpu in unavailable:
+            found.append(problem("memory_temp_unavailable", text, gpu=gpu["index"], limit=params["max_memory_temp_c"],
+                                 fix="watch core temperature and thermal clock-event reasons instead, or set "
+                                     "memory_temp_unavailable: ignore"))
     if problems:
         waited_text = ""
         if params["wait_for_cooldown"] and not (fail_unavailable and unavailable):

@@ -107,6 +107,29 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+problems:
+  description:
+    - What failed the gate, as data beside C(msg), so that callers judge without reading text. Empty when it passes.
+    - C(code) is one of C(gpu_count) (the count in C(value), I(expected_gpu_count) in C(limit)), C(no_gpu),
+      C(no_nvlink) (no GPU reports NVLink links while it is required), C(nvlink_unsupported) (one GPU reports no
+      links), C(nvlink_links_down) (active links in C(value), the links required in C(limit)), C(no_p2p_nvlink)
+      (one per pair, the NVML P2P status in C(value), C(ok) in C(limit), the pair's indexes in C(gpus)),
+      C(nvlink_errors) (with I(fail_on_errors), one per link, the non-zero counters in C(value)), and where NVML
+      cannot be read at all C(nvml_missing), C(driver_not_loaded), C(nvml_init_failed) or C(nvml_call_failed).
+    - C(gpu) is the NVML index (the first of a pair), or null for the host; C(fix) what the operator does;
+      C(message) the sentence.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - code: nvlink_links_down
+      gpu: 0
+      value: 0
+      limit: 4
+      fix: "Fix: power off the host, reseat the NVLink bridge firmly on both cards until it clicks, power on and
+        re-run"
+      message: "GPU 0 (NVIDIA GeForce RTX 3090, 00000000:01:00.0) has 0 of 4 NVLink links active, 4 required
+        (links 0-3 inactive). Fix: power off the host, reseat the NVLink bridge ..."
 notes:
   description: Observations that did not fail the gate (single GPU, PCIe-only pair, links not gated).
   returned: always
@@ -230,7 +253,7 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.llmfleet.workstation.plugins.module_utils.gate import run_gate
+from ansible_collections.llmfleet.workstation.plugins.module_utils.gate import problem, run_gate
 from ansible_collections.llmfleet.workstation.plugins.module_utils.nvml import (
     describe_gpu,
     format_ranges,
@@ -320,9 +343,14 @@ def _names(gpus):
     return ", ".join(describe_gpu(gpu) for gpu in gpus)
 
 
-def evaluate(facts, params):
-    """Return (problems, notes): what fails the gate, worded for the operator, and what only informs."""
+def evaluate(facts, params, found=None):
+    """Return (problems, notes): what fails the gate, worded for the operator, and what only informs.
+
+    `found`, a list, receives the same problems as data (gate.problem), one per GPU, pair or link where the
+    message groups them.
+    """
     problems, notes = [], []
+    found = [] if found is None else found
     gpus = facts["gpus"]
     require_nvlink = params["require_nvlink"]
     min_active_links = params.get("min_active_links")
@@ -330,10 +358,14 @@ def evaluate(facts, params):
     if expected is not None and facts["gpu_count"] != expected:
         problems.append("expected %d GPUs, NVML reports %d (%s). Check that every card is seated and powered and "
                         "that nvidia-smi lists it" % (expected, facts["gpu_count"], _names(gpus) or "none"))
+        found.append(problem("gpu_count", problems[-1], value=facts["gpu_count"], limit=expected,
+                             fix="Check that every card is seated and powered and that nvidia-smi lists it"))
     if not gpus:
         if require_nvlink and not problems:
             problems.append("NVML reports no GPU, so there is no NVLink to check. Check that the cards are seated "
                             "and powered and that nvidia-smi lists them")
+            found.append(problem("no_gpu", problems[-1], value=0,
+                                 fix="Check that the cards are seated and powered and that nvidia-smi lists them"))
         notes.append("No GPU found")
         return problems, notes
     if len(gpus) == 1:
@@ -347,6 +379,8 @@ def evaluate(facts, params):
                 "PCIe-only pair set require_nvlink: false (gpu_gates_nvlink_required: false) and prefer pipeline "
                 "parallelism" % _names(gpus)
             )
+            found.append(problem("no_nvlink", problems[-1], fix="For a PCIe-only pair set require_nvlink: false "
+                                 "(gpu_gates_nvlink_required: false) and prefer pipeline parallelism"))
         else:
             notes.append("No NVLink on %s: GPUs talk over PCIe" % _names(gpus))
         return problems, notes
@@ -362,6 +396,8 @@ def evaluate(facts, params):
         if not gpu["nvlink_supported"]:
             if require_nvlink:
                 link_problems.append("%s reports no NVLink links" % describe_gpu(gpu))
+                found.append(problem("nvlink_unsupported", link_problems[-1] + ". " + RESEAT_FIX, gpu=gpu["index"],
+                                     value=0, fix=RESEAT_FIX))
             continue
         required = gpu["link_count"] if min_active_links is None else min_active_links
         if gpu["active_links"] >= required:
@@ -370,6 +406,8 @@ def evaluate(facts, params):
         inactive = "links %s inactive" % format_ranges(gpu["inactive_links"])
         if gate_links:
             link_problems.append("%s, %d required (%s)" % (seen, required, inactive))
+            found.append(problem("nvlink_links_down", link_problems[-1] + ". " + RESEAT_FIX, gpu=gpu["index"],
+                                 value=gpu["active_links"], limit=required, fix=RESEAT_FIX))
         elif linked:
             notes.append("%s (%s); not gated (require_nvlink: false)" % (seen, inactive))
     if link_problems:
@@ -383,12 +421,16 @@ def evaluate(facts, params):
             if not require_nvlink and not linked_indexes.issuperset(pair["gpus"]):
                 continue  # NVLink optional and this pair has no live links: PCIe is expected
             first, second = (gpus[index] for index in pair["gpus"])
+            fix = RESEAT_FIX if link_problems else "Check the driver is 550+ and the bridge connects these two GPUs"
             problems.append(
                 "P2P over NVLink between %s and %s is %s (topology %s)%s"
                 % (describe_gpu(first), describe_gpu(second), pair["p2p_nvlink"] or "unavailable",
                    pair["topology"] or "unavailable",
                    "" if link_problems else ". Check the driver is 550+ and the bridge connects these two GPUs")
             )
+            found.append(problem("no_p2p_nvlink", problems[-1], gpu=first["index"],
+                                 value=pair["p2p_nvlink"] or "unavailable", limit="ok", fix=fix))
+            found[-1]["gpus"] = list(pair["gpus"])
 
     if params["fail_on_errors"]:
         for gpu in gpus:
@@ -399,14 +441,18 @@ def evaluate(facts, params):
                         "%s link %d has NVLink errors %s: reseat the bridge, and replace it if they keep rising"
                         % (describe_gpu(gpu), link["link"], counted)
                     )
+                    found.append(problem("nvlink_errors", problems[-1], gpu=gpu["index"],
+                                         value=dict((key, count) for key, count in link["errors"].items() if count),
+                                         limit=0, fix="reseat the bridge, and replace it if they keep rising"))
     return problems, notes
 
 
 def run(params, session):
     """Read every link and pair in `session`, judge them against `params`; returns the module result."""
     facts = collect_nvlink(session)
-    problems, notes = evaluate(facts, params)
-    result = {"changed": False, "ansible_facts": {"llmfleet_nvlink": facts}, "notes": notes}
+    found = []
+    problems, notes = evaluate(facts, params, found)
+    result = {"changed": False, "ansible_facts": {"llmfleet_nvlink": facts}, "notes": notes, "problems": found}
     if problems:
         result["failed"] = True
         result["msg"] = "NVLink gate failed: " + " | ".join(problems)

@@ -131,3 +131,50 @@ def test_main_fails_on_missing_driver(fake_nvml, run_module, code):
     result = run_module(gpu_facts)
     assert result["failed"] is True and result["changed"] is False
     assert result["msg"].startswith("NVIDIA driver not loaded: run the nvidia_driver role first")
+
+
+# ---- structured problems: what preflight and other callers judge from, beside the message ----------------------
+
+
+def test_problems_empty_on_the_reference_build(fake_nvml):
+    assert facts_for(fake_nvml, dual_3090(), expected_gpu_count=2)["problems"] == []
+
+
+def test_problem_pcie_lane_starved(fake_nvml):
+    cards = dual_3090()
+    cards[1]["pcie"] = (4, 4, 8, 16)
+    result = facts_for(fake_nvml, cards)
+    [item] = result["problems"]
+    assert (item["code"], item["gpu"], item["value"], item["limit"]) == ("pcie_lane_starved", 1, 8, 16)
+    assert item["message"] == result["warnings"][0]
+    assert "x16" in item["fix"]
+    assert "failed" not in result
+
+
+def test_problem_gpu_count(fake_nvml):
+    result = facts_for(fake_nvml, dual_3090(), expected_gpu_count=3)
+    [item] = result["problems"]
+    assert (item["code"], item["gpu"], item["value"], item["limit"]) == ("gpu_count", None, 2, 3)
+    assert item["message"] == result["msg"]
+    assert "lspci" in item["fix"]
+
+
+@pytest.mark.parametrize("code", [pynvml.NVML_ERROR_DRIVER_NOT_LOADED, pynvml.NVML_ERROR_LIBRARY_NOT_FOUND])
+def test_main_reports_missing_driver_as_a_problem(fake_nvml, run_module, code):
+    fake_nvml.install([], init_error=code)
+    result = run_module(gpu_facts)
+    [item] = result["problems"]
+    assert (item["code"], item["gpu"]) == ("driver_not_loaded", None)
+    assert item["message"] == result["msg"]
+
+
+def test_main_reports_missing_pynvml_as_a_problem(monkeypatch, run_module):
+    monkeypatch.setattr(gate_shell, "HAS_PYNVML", False)
+    result = run_module(gpu_facts)
+    assert result["failed"] is True and result["changed"] is False
+    assert [item["code"] for item in result["problems"]] == ["nvml_missing"]
+
+
+def test_main_returns_problems(fake_nvml, run_module):
+    fake_nvml.install(dual_3090())
+    assert run_module(gpu_facts, {"expected_gpu_count": 2})["problems"] == []

@@ -256,3 +256,57 @@ def test_main_fails_on_missing_driver(fake_nvml, run_module, code):
     result = run_module(gpu_junction_temp)
     assert result["failed"] is True and result["changed"] is False
     assert result["msg"].startswith("NVIDIA driver not loaded: run the nvidia_driver role first")
+
+
+# ---- structured problems: what preflight and other callers judge from, beside the message ----------------------
+
+
+def codes(result):
+    return [(item["code"], item["gpu"], item["value"], item["limit"]) for item in result["problems"]]
+
+
+def test_problems_of_a_hot_junction(fake_nvml):
+    result = gate(fake_nvml, hot_pair())
+    assert codes(result) == [("memory_temp", 1, 106, 100),
+                             ("thermal_throttling", 1, ["sw_thermal_slowdown", "hw_thermal_slowdown"], None)]
+    for item in result["problems"]:
+        assert item["message"] in result["msg"]
+        assert item["fix"].startswith("Fix: improve airflow")
+
+
+def test_problem_core_temp_and_no_throttle_without_the_switch(fake_nvml):
+    cards = hot_pair()
+    cards[0]["core_c"] = 90
+    result = gate(fake_nvml, cards, fail_on_thermal_throttle=False)
+    assert codes(result) == [("core_temp", 0, 90, 85), ("memory_temp", 1, 106, 100)]
+
+
+def test_problem_memory_temp_unavailable(fake_nvml):
+    warned = gate(fake_nvml, dual_3090())
+    assert "failed" not in warned
+    assert codes(warned) == [("memory_temp_unavailable", 0, None, 100), ("memory_temp_unavailable", 1, None, 100)]
+    assert codes(gate(fake_nvml, dual_3090(), memory_temp_unavailable="fail"))[0][0] == "memory_temp_unavailable"
+    assert gate(fake_nvml, dual_3090(), memory_temp_unavailable="ignore")["problems"] == []
+
+
+def test_problems_empty_when_cool(fake_nvml):
+    assert gate(fake_nvml, dual_3090(memory_c=80))["problems"] == []
+
+
+def test_main_returns_problems_with_the_failure(fake_nvml, run_module):
+    fake_nvml.install(hot_pair())
+    result = run_module(gpu_junction_temp)
+    assert result["failed"] is True
+    assert [item["code"] for item in result["problems"]] == ["memory_temp", "thermal_throttling"]
+
+
+@pytest.mark.parametrize("code", [pynvml.NVML_ERROR_DRIVER_NOT_LOADED, pynvml.NVML_ERROR_LIBRARY_NOT_FOUND])
+def test_main_reports_missing_driver_as_a_problem(fake_nvml, run_module, code):
+    fake_nvml.install([], init_error=code)
+    [item] = run_module(gpu_junction_temp)["problems"]
+    assert item["code"] == "driver_not_loaded" and "nvidia_driver role" in item["fix"]
+
+
+def test_main_reports_missing_pynvml_as_a_problem(monkeypatch, run_module):
+    monkeypatch.setattr(gate_shell, "HAS_PYNVML", False)
+    assert [item["code"] for item in run_module(gpu_junction_temp)["problems"]] == ["nvml_missing"]

@@ -287,3 +287,83 @@ def test_main_rejects_unknown_options(run_module):
     result = run_module(nvlink_status, {"require_nvlinks": True})
     assert result["failed"] is True
     assert "require_nvlinks" in result["msg"]
+
+
+# ---- structured problems: what preflight and other callers judge from, beside the message ----------------------
+
+
+def codes(result):
+    return [(item["code"], item["gpu"], item["value"], item["limit"]) for item in result["problems"]]
+
+
+def test_problems_empty_on_a_healthy_bridge(fake_nvml):
+    assert gate(fake_nvml, dual_3090(), expected_gpu_count=2)["problems"] == []
+
+
+def test_problems_of_a_misseated_bridge(fake_nvml):
+    result = gate(fake_nvml, dual_3090(active=False))
+    assert codes(result) == [("nvlink_links_down", 0, 0, 4), ("nvlink_links_down", 1, 0, 4),
+                             ("no_p2p_nvlink", 0, "not_supported", "ok")]
+    assert result["problems"][2]["gpus"] == [0, 1]
+    for item in result["problems"]:
+        assert set(item) >= {"code", "gpu", "value", "limit", "fix", "message"}
+        assert item["message"].split(". Fix:")[0] in result["msg"]
+    assert "reseat the NVLink bridge" in result["problems"][0]["fix"]
+
+
+def test_problems_honour_min_active_links(fake_nvml):
+    cards = dual_3090()
+    cards[1]["links"][2]["active"] = False
+    assert codes(gate(fake_nvml, cards, min_active_links=4))[0] == ("nvlink_links_down", 1, 3, 4)
+    assert gate(fake_nvml, cards, min_active_links=3)["problems"] == []
+
+
+def test_problem_no_p2p_over_live_links(fake_nvml):
+    fake_nvml.p2p = {(0, 1): pynvml.NVML_P2P_STATUS_DISABLED_BY_REGKEY}
+    result = gate(fake_nvml, dual_3090())
+    assert codes(result) == [("no_p2p_nvlink", 0, "disabled_by_regkey", "ok")]
+    assert "driver is 550+" in result["problems"][0]["fix"]
+
+
+def test_problems_gpu_count_no_gpu_and_no_nvlink(fake_nvml):
+    assert codes(gate(fake_nvml, dual_3090(), expected_gpu_count=3))[0] == ("gpu_count", None, 2, 3)
+    assert codes(gate(fake_nvml, []))[0][0] == "no_gpu"
+    assert codes(gate(fake_nvml, dual_4090())) == [("no_nvlink", None, None, None)]
+    assert gate(fake_nvml, dual_4090(), require_nvlink=False)["problems"] == []
+
+
+def test_problem_nvlink_unsupported_on_one_gpu(fake_nvml):
+    cards = dual_3090()
+    cards[1]["links"] = None
+    assert ("nvlink_unsupported", 1, 0, None) in codes(gate(fake_nvml, cards, require_p2p=False))
+
+
+def test_problem_nvlink_errors(fake_nvml):
+    cards = dual_3090()
+    cards[0]["links"][1]["errors"] = 5
+    result = gate(fake_nvml, cards, fail_on_errors=True)
+    found = [item for item in result["problems"] if item["code"] == "nvlink_errors"]
+    assert found and found[0]["gpu"] == 0 and all(count for count in found[0]["value"].values())
+
+
+@pytest.mark.parametrize("code, problem_code", [(pynvml.NVML_ERROR_DRIVER_NOT_LOADED, "driver_not_loaded"),
+                                                (pynvml.NVML_ERROR_LIBRARY_NOT_FOUND, "driver_not_loaded"),
+                                                (pynvml.NVML_ERROR_NO_PERMISSION, "nvml_init_failed")])
+def test_main_reports_an_unreadable_nvml_as_a_problem(fake_nvml, run_module, code, problem_code):
+    fake_nvml.install([], init_error=code)
+    result = run_module(nvlink_status)
+    assert result["failed"] is True
+    [item] = result["problems"]
+    assert item["code"] == problem_code and item["message"] == result["msg"] and item["fix"]
+
+
+def test_main_reports_missing_pynvml_as_a_problem(monkeypatch, run_module):
+    monkeypatch.setattr(gate_shell, "HAS_PYNVML", False)
+    result = run_module(nvlink_status)
+    assert [item["code"] for item in result["problems"]] == ["nvml_missing"]
+    assert "site.yml --tags gates" in result["problems"][0]["fix"]
+
+
+def test_main_returns_problems_on_success(fake_nvml, run_module):
+    fake_nvml.install(dual_3090())
+    assert run_module(nvlink_status)["problems"] == []
