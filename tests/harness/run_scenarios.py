@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Run molecule scenarios a few at a time and report each as one readable block.
 
     run_scenarios.py [--jobs N] [--log-dir DIR] [--timings FILE] SCENARIO...
