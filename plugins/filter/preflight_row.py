@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping
 
-from ansible.errors import AnsibleFilterError
-
-from ansible_collections.llmfleet.workstation.plugins.plugin_utils.preflight import row
+from ansible_collections.llmfleet.workstation.plugins.plugin_utils.preflight import judge_host, row
 
 DOCUMENTATION = r"""
 name: preflight_row
@@ -96,12 +94,7 @@ _value:
 
 
 def preflight_row(results: Mapping[str, Any], limits: Mapping[str, Any] | None = None) -> Dict[str, Any]:
-    if not isinstance(results, Mapping) or (limits is not None and not isinstance(limits, Mapping)):
-        raise AnsibleFilterError("preflight_row: the results and the limits must be dictionaries")
-    try:
-        return row(results, limits or {})
-    except (KeyError, TypeError, ValueError) as error:
-        raise AnsibleFilterError("preflight_row: %s" % error) from error
+    return judge_host("preflight_row", row, results, limits)
 
 
 class FilterModule:

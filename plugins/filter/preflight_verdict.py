@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping
 
-from ansible.errors import AnsibleFilterError
-
-from ansible_collections.llmfleet.workstation.plugins.plugin_utils.preflight import verdict
+from ansible_collections.llmfleet.workstation.plugins.plugin_utils.preflight import judge_host, verdict
 
 DOCUMENTATION = r"""
 name: preflight_verdict
@@ -123,12 +121,7 @@ _value:
 
 
 def preflight_verdict(results: Mapping[str, Any], limits: Mapping[str, Any] | None = None) -> Dict[str, Any]:
-    if not isinstance(results, Mapping) or (limits is not None and not isinstance(limits, Mapping)):
-        raise AnsibleFilterError("preflight_verdict: the results and the limits must be dictionaries")
-    try:
-        return verdict(results, limits or {})
-    except (KeyError, TypeError, ValueError) as error:
-        raise AnsibleFilterError("preflight_verdict: %s" % error) from error
+    return judge_host("preflight_verdict", verdict, results, limits)
 
 
 class FilterModule:

@@ -225,7 +225,8 @@ def run(host, params):
     result["waited_s"] = round(host.now() - started, 1)
     result["state"] = {key: state[key] for key in ("active", "sub", "restarts")}
     if result["ready"]:
-        result["engine"] = read_engine(host, params, host.unit_state(unit))
+        # The state of the last look names the invocation that answered.
+        result["engine"] = read_engine(host, params, state)
         result["kv"] = compare_kv(params.get("planned_kv_tokens"), result["engine"].get("kv_cache_tokens"),
                                   params["kv_tolerance"])
     judge(result, unit, timeout)

@@ -15,11 +15,22 @@ import re
 from itertools import groupby
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ansible.errors import AnsibleFilterError
 from ansible.module_utils.compat.version import LooseVersion
 
 NOT_SET = ("", None)
 # What the columns say about a host the audit could not finish (its row was never set).
 MISSING_ROW_CELLS = {"gpus": "-", "nvlink": "-", "temps": "-", "pcie": "-", "driver": "-", "disk_free_gb": "-"}
+
+
+def judge_host(filter_name: str, judge: Any, results: Any, limits: Any) -> Dict[str, Any]:
+    """The entry of the per-host filters: checked arguments, and errors named after the filter."""
+    if not isinstance(results, Mapping) or (limits is not None and not isinstance(limits, Mapping)):
+        raise AnsibleFilterError("%s: the results and the limits must be dictionaries" % filter_name)
+    try:
+        return judge(results, limits or {})
+    except (KeyError, TypeError, ValueError) as error:
+        raise AnsibleFilterError("%s: %s" % (filter_name, error)) from error
 
 
 def truncate(text: str, length: int, end: str = "...", leeway: int = 5) -> str:
