@@ -35,6 +35,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
 #define COUNT_OF(array) (sizeof(array) / sizeof((array)[0]))
@@ -609,6 +610,7 @@ static const rule pcie_rules[] = {
 static const rule power_rules[] = {
     RULE("usage_mw", V_UINT),         RULE("enforced_limit_mw", V_UINT), RULE("limit_mw", V_UINT),
     RULE("default_limit_mw", V_UINT), RULE("min_limit_mw", V_UINT),      RULE("max_limit_mw", V_UINT),
+    RULE("settable", V_BOOL),
 };
 
 static const rule temperature_rules[] = {
@@ -1451,15 +1453,109 @@ API(nvmlDeviceGetPersistenceMode, (nvmlDevice_t device, nvmlEnableState_t *mode)
 /* ================================================================ power and fans */
 
 UINT_READER(nvmlDeviceGetPowerUsage, "power", "usage_mw")
-UINT_READER(nvmlDeviceGetEnforcedPowerLimit, "power", "enforced_limit_mw")
 UINT_READER(nvmlDeviceGetPowerManagementDefaultLimit, "power", "default_limit_mw")
 
-/* The limit set by management software; without "limit_mw" the same as the enforced limit. */
+/* Power limits set through nvmlDeviceSetPowerManagementLimit live in a state file, one line per GPU
+ * ("<key> <milliwatts>", the key being the GPU's UUID, else its bus id), so a limit set by one process is
+ * what the next one reads, as with the real driver. The default path is under /run, a tmpfs: the limit is
+ * gone after a reboot, as a real card's is. $FAKE_NVML_STATE overrides the path (tests outside a target). */
+#define POWER_STATE_DEFAULT "/run/fake-nvml/power_limits"
+
+static const char *power_state_path(void) {
+    const char *path = getenv("FAKE_NVML_STATE");
+    return path && *path ? path : POWER_STATE_DEFAULT;
+}
+
+static const char *gpu_state_key(const json *gpu) {
+    const char *key = string_at(gpu, "uuid");
+    return key ? key : string_at(gpu, "pci_bus_id");
+}
+
+/* The limit set for this GPU, in milliwatts; 0 when none was set (or the file cannot be read). */
+static unsigned int stored_power_limit(const json *gpu) {
+    const char *key = gpu_state_key(gpu);
+    char line[256], name[200];
+    unsigned int value, found = 0;
+    FILE *file;
+    if (!key || !(file = fopen(power_state_path(), "r"))) return 0;
+    while (fgets(line, sizeof(line), file))
+        if (sscanf(line, "%199s %u", name, &value) == 2 && !strcmp(name, key)) found = value;
+    fclose(file);
+    return found;
+}
+
+/* Replace this GPU's line in the state file (written to a temporary file, then renamed over it). */
+static nvmlReturn_t store_power_limit(const json *gpu, unsigned int limit) {
+    const char *key = gpu_state_key(gpu), *path = power_state_path();
+    char temporary[4200], directory[4096], line[256], name[200];
+    unsigned int value;
+    FILE *old, *fresh;
+    char *slash;
+    if (!key) return NVML_ERROR_UNKNOWN;
+    snprintf(directory, sizeof(directory), "%s", path);
+    slash = strrchr(directory, '/');
+    if (slash && slash != directory) {
+        *slash = '\0';
+        mkdir(directory, 0755); /* EEXIST is fine; a real failure shows at fopen */
+    }
+    snprintf(temporary, sizeof(temporary), "%s.%ld", path, (long)getpid());
+    if (!(fresh = fopen(temporary, "w"))) {
+        fprintf(stderr, "fake-nvml: cannot write %s: %s\n", temporary, strerror(errno));
+        return NVML_ERROR_UNKNOWN;
+    }
+    if ((old = fopen(path, "r"))) {
+        while (fgets(line, sizeof(line), old))
+            if (sscanf(line, "%199s %u", name, &value) == 2 && strcmp(name, key)) fprintf(fresh, "%s %u\n", name, value);
+        fclose(old);
+    }
+    fprintf(fresh, "%s %u\n", key, limit);
+    if (fclose(fresh) != 0 || rename(temporary, path) != 0) {
+        fprintf(stderr, "fake-nvml: cannot write %s: %s\n", path, strerror(errno));
+        remove(temporary);
+        return NVML_ERROR_UNKNOWN;
+    }
+    return NVML_SUCCESS;
+}
+
+/* The enforced limit: the one set through NVML if any, else the scenario's. */
+API(nvmlDeviceGetEnforcedPowerLimit, (nvmlDevice_t device, unsigned int *limit), (device, limit)) {
+    nvmlReturn_t status;
+    unsigned int stored;
+    BEGIN_GPU(gpu, device, limit);
+    status = uint_at(json_get(gpu, "power"), "enforced_limit_mw", limit);
+    if (status == NVML_SUCCESS && (stored = stored_power_limit(gpu)) != 0) *limit = stored;
+    return status;
+}
+
+/* The limit set by management software: the one set through NVML if any, else "limit_mw", else the
+ * enforced limit. */
 API(nvmlDeviceGetPowerManagementLimit, (nvmlDevice_t device, unsigned int *limit), (device, limit)) {
     const json *power;
+    nvmlReturn_t status;
+    unsigned int stored;
     BEGIN_GPU(gpu, device, limit);
     power = json_get(gpu, "power");
-    return uint_at(power, json_get(power, "limit_mw") ? "limit_mw" : "enforced_limit_mw", limit);
+    status = uint_at(power, json_get(power, "limit_mw") ? "limit_mw" : "enforced_limit_mw", limit);
+    if (status == NVML_SUCCESS && (stored = stored_power_limit(gpu)) != 0) *limit = stored;
+    return status;
+}
+
+/* As the real driver: NOT_SUPPORTED where the card has no settable limit (no constraints, or the scenario's
+ * "settable": false), NO_PERMISSION for a caller other than root, INVALID_ARGUMENT outside the constraints. */
+API(nvmlDeviceSetPowerManagementLimit, (nvmlDevice_t device, unsigned int limit), (device, limit)) {
+    const json *gpu, *power, *settable;
+    unsigned int low, high;
+    nvmlReturn_t begun = begin();
+    if (begun != NVML_SUCCESS) return begun;
+    if (!(gpu = gpu_of(device, NULL))) return NVML_ERROR_INVALID_ARGUMENT;
+    power = json_get(gpu, "power");
+    settable = json_get(power, "settable");
+    if ((settable && settable->type == J_BOOL && !settable->boolean) ||
+        uint_at(power, "min_limit_mw", &low) != NVML_SUCCESS || uint_at(power, "max_limit_mw", &high) != NVML_SUCCESS)
+        return NVML_ERROR_NOT_SUPPORTED;
+    if (geteuid() != 0) return NVML_ERROR_NO_PERMISSION;
+    if (limit < low || limit > high) return NVML_ERROR_INVALID_ARGUMENT;
+    return store_power_limit(gpu, limit);
 }
 
 API(nvmlDeviceGetPowerManagementLimitConstraints, (nvmlDevice_t device, unsigned int *minLimit, unsigned int *maxLimit),
