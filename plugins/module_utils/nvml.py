@@ -474,6 +474,53 @@ class NvmlSession:
         return decode_clock_event_reasons(mask)
 
 
+# Why NVML refused a power limit, by pynvml error class: (problem code, what the operator does).
+POWER_LIMIT_REFUSALS = {
+    "NVMLError_NoPermission": ("power_limit_no_permission", "run the task as root (become: true)"),
+    "NVMLError_NotSupported": ("power_limit_not_supported",
+                               "this card or driver does not let its power limit be set: leave the limit null"),
+    "NVMLError_InvalidArgument": ("power_limit_out_of_range",
+                                  "choose a value within the card's range (gpu_facts: power_min_limit_w to "
+                                  "power_max_limit_w)"),
+}
+
+
+def power_readings(session: "NvmlSession", gpu: Gpu) -> Dict[str, Optional[float]]:
+    """A GPU's power draw and limits in W; None where the card does not expose one.
+
+    `limit_w` is the limit management software set (what nvmlDeviceSetPowerManagementLimit changes),
+    `enforced_limit_w` the one in force (the lowest of every limit that applies).
+    """
+    where = gpu.label
+    constraints = session.optional(where, "nvmlDeviceGetPowerManagementLimitConstraints", gpu.handle)
+    return {
+        "draw_w": milliwatts_to_watts(session.optional(where, "nvmlDeviceGetPowerUsage", gpu.handle)),
+        "limit_w": milliwatts_to_watts(session.optional(where, "nvmlDeviceGetPowerManagementLimit", gpu.handle)),
+        "enforced_limit_w": milliwatts_to_watts(session.optional(where, "nvmlDeviceGetEnforcedPowerLimit",
+                                                                 gpu.handle)),
+        "min_limit_w": milliwatts_to_watts(constraints[0]) if constraints else None,
+        "max_limit_w": milliwatts_to_watts(constraints[1]) if constraints else None,
+        "default_limit_w": milliwatts_to_watts(session.optional(where, "nvmlDeviceGetPowerManagementDefaultLimit",
+                                                                gpu.handle)),
+    }
+
+
+def set_power_limit(gpu: Gpu, milliwatts: int) -> None:
+    """nvmlDeviceSetPowerManagementLimit; a refusal is an NvmlError whose code says why (POWER_LIMIT_REFUSALS).
+
+    The v1 call on purpose: pynvml's nvmlDeviceSetPowerManagementLimit_v2 wrapper (nvidia-ml-py 13.615)
+    ignores the driver's answer and always returns success.
+    """
+    try:
+        pynvml.nvmlDeviceSetPowerManagementLimit(gpu.handle, int(milliwatts))
+    except pynvml.NVMLError as error:
+        kind = type(error).__name__
+        code, fix = POWER_LIMIT_REFUSALS.get(kind, ("nvml_call_failed", None))
+        raise NvmlError("NVML refused power limit %.1f W on %s (%s: %s)%s"
+                        % (milliwatts / 1000.0, gpu.label, kind, _nvml_text(error), ": " + fix if fix else ""),
+                        code=code, fix=fix) from error
+
+
 def wait_until(check: Callable[[], Tuple[bool, Any]], timeout: float, interval: float,
                sleep: Callable[[float], Any] = time.sleep,
                monotonic: Callable[[], float] = time.monotonic) -> Tuple[bool, Any, float]:

@@ -181,6 +181,10 @@ ansible_facts:
               description: Highest power limit that can be set, W.
               type: float
               sample: 400.0
+            power_draw_w:
+              description: Power draw when read, W.
+              type: float
+              sample: 301.0
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -222,6 +226,7 @@ def read_gpu(session, gpu):
         ),
         power_min_limit_w=milliwatts_to_watts(constraints[0]) if constraints else None,
         power_max_limit_w=milliwatts_to_watts(constraints[1]) if constraints else None,
+        power_draw_w=milliwatts_to_watts(session.optional(gpu.label, "nvmlDeviceGetPowerUsage", gpu.handle)),
     )
     return facts
 
