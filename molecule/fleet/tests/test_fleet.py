@@ -414,7 +414,10 @@ def test_rollout_restarts_and_gates_each_host():
     completed = playbook("rolling_update.yml", "--limit", HEALTHY, "-e", settings_with(LLMFLEET_ROLLOUT=1))
     report = report_of(completed)
     assert completed.returncode == 0, failures(report, HEALTHY)
-    assert "Health gate: require one completion" in tasks_run(report, HEALTHY)
+    # The role's own check after the restart, then the playbook's gate through the role's health entry point.
+    assert "Health gate: the API answers, lists the served model and completes a prompt" in tasks_run(report, HEALTHY)
+    completion = "llmfleet.workstation.vllm_service : Send one completion through the API"
+    assert tasks_run(report, HEALTHY).count(completion) == 2
     assert main_pid(healthy) != pid
     assert "LLMFLEET_ROLLOUT=1" in healthy.file("/etc/llmfleet/vllm.env").content_string
     assert served_models(healthy) == [SERVED]

@@ -47,3 +47,40 @@ def test_playbook_parses_with_the_driver_step():
         ["ansible-playbook", "-i", "localhost,", str(PLAYBOOK), "--syntax-check", "-e", "rolling_update_driver=true"],
         capture_output=True, text=True, env=env, cwd=REPO, check=False)
     assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+def included_roles(path):
+    [play] = yaml.safe_load(path.read_text())
+    return [role_of(task) for task in flat_tasks(play["tasks"]) if role_of(task)[0]]
+
+
+def test_the_playbook_reaches_the_service_only_through_its_entry_points():
+    """The unit, environment and marker paths, the auth header and the health checks belong to vllm_service: the
+    playbook calls its entry points and repeats none of them."""
+    [play] = yaml.safe_load(PLAYBOOK.read_text())
+    body = yaml.safe_dump(play)
+    for internal in ("/etc/systemd", "/etc/llmfleet", ".restart-pending", ".env", "/opt/vllm", "Authorization",
+                     "/health", "/v1/", "ansible.builtin.uri"):
+        assert internal not in body, "%s belongs to a role, not to rolling_update.yml" % internal
+
+
+def test_every_entry_point_it_calls_has_an_argument_spec():
+    for role, entry in included_roles(PLAYBOOK):
+        short = role.split(".")[-1]
+        specs = yaml.safe_load((REPO / "roles" / short / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+        assert (entry or "main") in specs, "%s has no argument spec for %s" % (role, entry or "main")
+        assert (REPO / "roles" / short / "tasks" / ("%s.yml" % (entry or "main"))).is_file()
+
+
+def test_snapshot_and_health_come_before_the_update_and_restore_only_in_the_rescue():
+    [play] = yaml.safe_load(PLAYBOOK.read_text())
+    update = next(task for task in play["tasks"] if "block" in task)
+    before = [role_of(task) for task in play["tasks"] if "block" not in task]
+    assert ("llmfleet.workstation.vllm_service", "snapshot") in before
+    assert ("llmfleet.workstation.vllm", "snapshot") in before
+    gate = [role_of(task) for task in flat_tasks(update["block"])]
+    assert gate[-1] == ("llmfleet.workstation.vllm_service", "health")
+    rescue = [role_of(task) for task in flat_tasks(update["rescue"])]
+    service = "llmfleet.workstation.vllm_service"
+    assert rescue.index(("llmfleet.workstation.vllm", "rollback")) < rescue.index(
+        (service, "restore")) < rescue.index((service, "health"))
