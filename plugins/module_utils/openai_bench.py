@@ -102,7 +102,8 @@ def timeout_message(url, timeout):
             "timeout or lower prompt_tokens/max_tokens" % (url, timeout))
 
 
-def stream_completion(url, payload, *, api_key=None, timeout=120.0, validate_certs=True, clock=time.monotonic):
+def stream_completion(url, payload, *, api_key=None, timeout=120.0, validate_certs=True, ca_path=None,
+                      clock=time.monotonic):
     """Send one streaming completion request and time it.
 
     Returns dict(start, end, first_token, last_token, completion_tokens, prompt_tokens, chunks); times come from
@@ -119,7 +120,7 @@ def stream_completion(url, payload, *, api_key=None, timeout=120.0, validate_cer
     done = False
     try:
         response = open_url(url, data=data, headers=headers, method="POST", timeout=timeout,
-                            validate_certs=validate_certs, follow_redirects="none")
+                            validate_certs=validate_certs, ca_path=ca_path, follow_redirects="none")
         try:
             for raw_line in response:
                 line = to_text(raw_line, errors="surrogate_or_replace").strip()
@@ -283,7 +284,7 @@ def tokenize_url(base_url):
     return (base[:-3] if base.endswith("/v1") else base) + "/tokenize"
 
 
-def count_tokens(base_url, model, text, *, api_key=None, timeout=60.0, validate_certs=True):
+def count_tokens(base_url, model, text, *, api_key=None, timeout=60.0, validate_certs=True, ca_path=None):
     """Tokens of text in the served model's tokenizer (vLLM's POST /tokenize); None where the server has none."""
     headers = {"Content-Type": "application/json"}
     if api_key:
@@ -291,7 +292,7 @@ def count_tokens(base_url, model, text, *, api_key=None, timeout=60.0, validate_
     try:
         response = open_url(tokenize_url(base_url), method="POST", headers=headers, timeout=timeout,
                             data=json.dumps({"model": model, "prompt": text}),
-                            validate_certs=validate_certs)
+                            validate_certs=validate_certs, ca_path=ca_path)
         count = json.loads(to_text(response.read())).get("count")
     except (HTTPError, URLError, ValueError, OSError):
         return None
@@ -332,7 +333,7 @@ def run_benchmark(params, clock=time.monotonic):
         params["prompt_tokens"],
         lambda text: count_tokens(params["base_url"], params["model"], text, api_key=params.get("api_key"),
                                   timeout=float(params["timeout"]),
-                                  validate_certs=params.get("validate_certs", True)))
+                                  validate_certs=params.get("validate_certs", True), ca_path=params.get("ca_path")))
     run_id = uuid.uuid4().hex[:8]
     counter = {"next": 0}
     lock = threading.Lock()
@@ -352,7 +353,8 @@ def run_benchmark(params, clock=time.monotonic):
         if params.get("ignore_eos", True):
             payload["ignore_eos"] = True  # vLLM extension: always generate max_tokens, so runs compare
         return stream_completion(url, payload, api_key=params.get("api_key"), timeout=float(params["timeout"]),
-                                 validate_certs=params.get("validate_certs", True), clock=clock)
+                                 validate_certs=params.get("validate_certs", True), ca_path=params.get("ca_path"),
+                                 clock=clock)
 
     for _warmup in range(int(params.get("warmup_requests") or 0)):
         make_request(0)

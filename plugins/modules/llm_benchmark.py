@@ -83,6 +83,11 @@ options:
       - Verify the server's TLS certificate for C(https) URLs.
     type: bool
     default: true
+  ca_path:
+    description:
+      - PEM file of the certificate authority that signed the server's certificate, for an C(https) O(base_url)
+        served with a private CA (a router or gateway of the fleet). Unset trusts the controller's system CAs.
+    type: path
   min_decode_tokens_per_second:
     description:
       - Fail unless the median decode rate of one stream, at the lowest concurrency measured, is at least this.
@@ -244,6 +249,7 @@ ARGUMENT_SPEC = {
     "warmup_requests": {"type": "int", "default": 1},
     "timeout": {"type": "float", "default": 120},
     "validate_certs": {"type": "bool", "default": True},
+    "ca_path": {"type": "path"},
     "min_decode_tokens_per_second": {"type": "float", "no_log": False},
     "max_ttft_ms": {"type": "float"},
     "min_aggregate_tokens_per_second": {"type": "float", "no_log": False},

@@ -8,7 +8,10 @@ down after LIFETIME_S even if a test forgets to.
 """
 
 import json
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,7 +30,7 @@ API_KEY = "s3cret-key"
 
 class FakeVllm:
     def __init__(self, ttft_s=0.08, token_interval_s=0.01, api_key=None, usage=True, drop_after=None, text=" word",
-                 tokens_per_word=None):
+                 tokens_per_word=None, tls=None):
         self.text = text
         # Set: the server counts each word as this many tokens and serves /tokenize, as vLLM does.
         self.tokens_per_word = tokens_per_word
@@ -66,7 +69,11 @@ class FakeVllm:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
-        self.base_url = "http://127.0.0.1:%d/v1" % self.httpd.server_address[1]
+        if tls:  # (certificate file, key file): serve https, as a router behind a private CA does
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.base_url = "%s://127.0.0.1:%d/v1" % ("https" if tls else "http", self.httpd.server_address[1])
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.watchdog = threading.Timer(LIFETIME_S, self.stop)
         self.watchdog.daemon = True
@@ -334,3 +341,33 @@ def test_without_tokenize_the_prompt_is_an_estimate():
     with FakeVllm() as server:
         result = run_benchmark(params(server.base_url, prompt_tokens=64, max_tokens=2, concurrency=[1], repeats=1))
     assert (result["prompt_sizing"], result["prompt_tokens_sized"]) == ("estimate", None)
+
+
+@pytest.fixture
+def server_certificate(tmp_path):
+    """(certificate, key) of a self-signed certificate for 127.0.0.1, which is also its own CA file."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl")
+    certificate, key = tmp_path / "server.pem", tmp_path / "server.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(certificate)],
+                   check=True, capture_output=True)
+    return str(certificate), str(key)
+
+
+def test_https_endpoint_is_measured_with_its_ca_file(server_certificate):
+    with FakeVllm(tls=server_certificate, tokens_per_word=1) as server:
+        result = run_benchmark(params(server.base_url, ca_path=server_certificate[0], max_tokens=4,
+                                      concurrency=[1], repeats=1))
+    assert server.base_url.startswith("https://")
+    assert result["prompt_sizing"] == "tokenize"
+    assert result["levels"][0]["requests"] == 1
+    assert result["levels"][0]["completion_tokens"] == 4
+    assert result["levels"][0]["decode_tokens_per_second"]["median"] > 0
+
+
+def test_https_endpoint_without_its_ca_file_is_refused(server_certificate):
+    with FakeVllm(tls=server_certificate) as server, pytest.raises(BenchError) as error:
+        run_benchmark(params(server.base_url, max_tokens=4, concurrency=[1], repeats=1, warmup_requests=0))
+    assert "certificate" in str(error.value).lower()
+    assert not [request for request in server.requests if request["path"] == "/v1/completions"]
