@@ -1,0 +1,61 @@
+# -*- coding: utf-8 -*-
+# Copyright: llmfleet.workstation contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""file_sd target groups for the GPU exporters and vLLM engines (logic: plugin_utils/monitoring.py)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from ansible_collections.llmfleet.workstation.plugins.plugin_utils.monitoring import (
+    optional_mapping,
+    require_mapping,
+    scrape_targets,
+)
+
+DOCUMENTATION = r"""
+name: monitoring_targets
+short_description: Prometheus file_sd target groups for the workstations' GPU exporters and vLLM engines
+version_added: 0.1.0
+description:
+  - One target group per host for its GPU exporter (from C(gpu_exporter_url), which the gpu_exporter role's
+    C(endpoint) entry point sets) and one for its engine (the address and port the vllm_service role advertises:
+    C(vllm_service_advertise_address), else C(ansible_host), else the inventory name, and C(vllm_service_port), else
+    that role's default), each labelled C(host) with the inventory name.
+  - Pure function, no I/O.
+positional: engine_defaults
+options:
+  _input:
+    description: Each workstation's variables by inventory name (a slice of C(hostvars)).
+    type: dict
+    required: true
+  engine_defaults:
+    description: The vllm_service role's defaults (its C(vllm_service_port) is used where a host sets none).
+    type: dict
+    default: {}
+"""
+
+EXAMPLES = r"""
+- name: Use monitoring_targets
+  ansible.builtin.set_fact:
+    monitoring__targets: "{{ hosts_vars | llmfleet.workstation.monitoring_targets(vllm_service_defaults) }}"
+"""
+
+RETURN = r"""
+_value:
+  description: C(gpu) and C(engine), lists of file_sd target groups, and C(without_exporter), the hosts without
+    an advertised exporter.
+  type: dict
+"""
+
+
+def monitoring_targets(hosts: Any, engine_defaults: Any = None) -> Dict[str, Any]:
+    return scrape_targets(require_mapping(hosts, "the hosts' variables", "monitoring_targets"),
+                          optional_mapping(engine_defaults, "engine_defaults", "monitoring_targets"))
+
+
+class FilterModule:
+    """llmfleet.workstation's monitoring_targets filter."""
+
+    def filters(self):
+        return {"monitoring_targets": monitoring_targets}
