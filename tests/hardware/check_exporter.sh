@@ -47,6 +47,9 @@ mkdir -p "$collections/ansible_collections/llmfleet"
 ln -s "$repo" "$collections/ansible_collections/llmfleet/workstation"
 export PYTHONPATH=$collections${PYTHONPATH:+:$PYTHONPATH}
 export ANSIBLE_COLLECTIONS_PATH=$collections ANSIBLE_HOME=$work/home
+# Ansible's temporary files under this run's own directory: a user whose passwd home does not exist (or a
+# read-only one) otherwise gets UNREACHABLE for a local module.
+export ANSIBLE_REMOTE_TMP=$work/remote-tmp ANSIBLE_LOCAL_TEMP=$work/local-tmp
 export ANSIBLE_LOCALHOST_WARNING=false ANSIBLE_INVENTORY_UNPARSED_WARNING=false ANSIBLE_DEPRECATION_WARNINGS=false
 # oneline is in ansible-core itself (the json callback moved to ansible.posix, which a bare GPU host lacks).
 export ANSIBLE_LOAD_CALLBACK_PLUGINS=1 ANSIBLE_STDOUT_CALLBACK=ansible.builtin.oneline

@@ -211,6 +211,14 @@ def read(out, name):
     return path.read_text(errors="replace") if path.exists() else ""
 
 
+def module_status(text):
+    """The host's status word from the oneline callback: SUCCESS, CHANGED, FAILED!, UNREACHABLE!; None if absent."""
+    for line in text.splitlines():
+        if line.startswith("localhost | "):
+            return line[len("localhost | "):].split(" ", 1)[0].rstrip(":")
+    return None
+
+
 def facts_gpus(text):
     result = module_result(text) or {}
     return (result.get("ansible_facts") or {}).get("llmfleet_gpu", {}).get("gpus", [])
@@ -254,7 +262,8 @@ def nvml_set_current(out):
 
 
 def power_trial(out):
-    """What each step of the power-limit trial did: lines for the report, and whether the limit is back."""
+    """What each step of the power-limit trial did: lines for the report, and the problems (no limit read back,
+    or a limit not put back). NVML refusing a value is recorded, not a problem: the machine may not allow it."""
     lines = []
     before = {gpu["index"]: gpu for gpu in facts_gpus(read(out, "gpu_facts_before.txt"))}
     after = {gpu["index"]: gpu for gpu in facts_gpus(read(out, "gpu_facts_after.txt"))}
@@ -268,18 +277,26 @@ def power_trial(out):
                      % (entry["gpu"], entry.get("limit_mw"), entry["answer"]))
     for step, name in (("current", "power_current.txt"), ("min + 10 W", "power_low.txt"),
                        ("restore", "power_restore.txt")):
-        result = module_result(read(out, name))
+        text = read(out, name)
+        result = module_result(text)
         if result is None:
-            lines.append("- gpu_power_limit (%s): no result (see %s)" % (step, name))
+            lines.append("- gpu_power_limit (%s): no result (%s; see %s)" % (step, module_status(text), name))
             continue
         lines.append("- gpu_power_limit (%s): %s, changed=%s: %s" % (
-            step, "FAILED" if result.get("failed") else "ok", result.get("changed"), result.get("msg")))
+            step, module_status(text), result.get("changed"), result.get("msg")))
     for index, gpu in sorted(low.items()):
         lines.append("- GPU %d read back after min + 10 W: %s W" % (index, gpu.get("power_limit_w")))
+    problems = []
+    if not before:
+        lines.append("- gpu_facts read no power limit: see gpu_facts_before.txt")
+        problems.append("gpu_facts gave no power limit to read back (gpu_facts_before.txt)")
+        return lines, problems
     restored = all(after.get(index, {}).get("power_limit_w") == gpu.get("power_limit_w")
                    for index, gpu in before.items())
     lines.append("- limit back to the value before the trial on every GPU: %s" % ("yes" if restored else "NO"))
-    return lines, restored or not before
+    if not restored:
+        problems.append("the power limit is not back to its value before the trial: see Power limit")
+    return lines, problems
 
 
 def report(out):
@@ -306,9 +323,8 @@ def report(out):
     if nvml_up != [1.0]:
         problems.append("llmfleet_exporter_nvml_up is %s, not 1" % nvml_up)
     bench_result = json.loads(read(out, "bench.json") or "null")
-    power_lines, restored = power_trial(out)
-    if not restored:
-        problems.append("the power limit is not back to its value before the trial: see Power limit")
+    power_lines, power_problems = power_trial(out)
+    problems += power_problems
     dry_run = read(out, "dry_run.txt").strip()
     lines = ["# GPU exporter on this machine", "",
              "Date: %s. %s" % (datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
