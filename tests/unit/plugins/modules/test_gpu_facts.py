@@ -31,6 +31,7 @@ def test_facts_of_the_reference_build(fake_nvml):
         "pcie_current_width": 16, "pcie_max_width": 16, "pcie_lane_starved": False,
         "pcie_generation_downshifted": False, "persistence_mode": True, "power_limit_w": 350.0,
         "power_default_limit_w": 350.0, "power_min_limit_w": 100.0, "power_max_limit_w": 400.0,
+        "power_draw_w": 30.0,
     }
     assert result["warnings"] == []
 
