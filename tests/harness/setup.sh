@@ -35,6 +35,19 @@ else
   step "Host packages present (${host_packages[*]})"
 fi
 
+# promtool and amtool (the monitoring role's rule tests and config checks) from Debian's own packages, unpacked rather
+# than installed so that the test machine does not start a Prometheus and an Alertmanager of its own.
+prometheus_tools="$cache/prometheus-tools"
+if [ ! -x "$prometheus_tools/usr/bin/promtool" ] || [ ! -x "$prometheus_tools/usr/bin/amtool" ]; then
+  step "Unpacking promtool and amtool from the prometheus and prometheus-alertmanager packages (.cache/prometheus-tools)"
+  debs=$(mktemp -d)
+  (cd "$debs" && apt-get download -qq prometheus prometheus-alertmanager 2>/dev/null)
+  for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$prometheus_tools"; done
+  rm -rf "$debs"
+else
+  step "promtool and amtool are unpacked (.cache/prometheus-tools)"
+fi
+
 controller_lane() {
   # The venv is rebuilt only when the pinned requirements change.
   requirements_stamp="$venv/.requirements.sha256"

@@ -2,7 +2,7 @@
 
 The limits are the gpu_gates role's own defaults (read from its defaults file, as the monitoring role reads them)
 and a host that overrides one, so the rules promtool tests are the ones a fleet gets. promtool comes from Debian's
-`prometheus` package, which tests/harness/setup.sh installs on the test machine.
+`prometheus` package, which tests/harness/setup.sh unpacks into .cache/prometheus-tools.
 """
 
 import shutil
@@ -26,9 +26,11 @@ from ansible_collections.llmfleet.workstation.plugins.plugin_utils.monitoring im
 module_utils_internal.is_controller = _WAS_CONTROLLER
 
 REPO = Path(__file__).resolve().parents[4]
-PROMTOOL = shutil.which("promtool")
+# make setup unpacks it from Debian's package into .cache; an installed one does as well.
+UNPACKED_PROMTOOL = REPO / ".cache/prometheus-tools/usr/bin/promtool"
+PROMTOOL = str(UNPACKED_PROMTOOL) if UNPACKED_PROMTOOL.exists() else shutil.which("promtool")
 pytestmark = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool is missing: install Debian's prometheus package (make setup does)")
+    PROMTOOL is None, reason="promtool is missing: run make setup (it unpacks Debian's prometheus package into .cache)")
 
 # What the role passes by default (roles/monitoring/defaults/main.yml).
 ROLE_DEFAULTS = yaml.safe_load((REPO / "roles/monitoring/defaults/main.yml").read_text())
