@@ -157,10 +157,8 @@ def wanted_limits(limit_w, indexes):
 
 
 def watts(value, name):
-    if isinstance(value, bool):
-        value = None
     try:
-        number = float(value)
+        number = None if isinstance(value, bool) else float(value)
     except (TypeError, ValueError):
         number = None
     if number is None or number <= 0:
