@@ -5,6 +5,7 @@ and a host that overrides one, so the rules promtool tests are the ones a fleet 
 `prometheus` package, which tests/harness/setup.sh unpacks into .cache/prometheus-tools.
 """
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -128,3 +129,16 @@ def test_the_tests_catch_a_broken_rule(tmp_path, breakage):
     run = promtool("test", "rules", str(tmp_path / "tests" / ("%s.yml" % group)))
     assert run.returncode != 0
     assert name in run.stdout + run.stderr
+
+
+def test_every_dashboard_query_parses(tmp_path):
+    """The Grafana dashboard's queries, with its $host variable filled in, are valid PromQL."""
+    dashboard = json.loads((REPO / "roles/monitoring/files/grafana-dashboard.json").read_text())
+    queries = [target["expr"].replace("$host", ".*") for panel in dashboard["panels"] for target in panel["targets"]]
+    assert len(queries) >= 8
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": "dashboard:query_%d" % index, "expr": query} for index, query in enumerate(queries)]}]}
+    path = tmp_path / "dashboard-queries.yml"
+    path.write_text(yaml.safe_dump(rules, width=1000))
+    check = promtool("check", "rules", str(path))
+    assert check.returncode == 0, check.stdout + check.stderr
