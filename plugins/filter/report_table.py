@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: llmfleet.workstation contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Rows of dictionaries as an aligned text table, Markdown or CSV; the logic is plugin_utils/preflight.py."""
+"""Rows of dictionaries as an aligned text table, Markdown or CSV; the logic is plugin_utils/tables.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, List, Mapping
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.llmfleet.workstation.plugins.plugin_utils.preflight import render
+from ansible_collections.llmfleet.workstation.plugins.plugin_utils.tables import render
 
 DOCUMENTATION = r"""
 name: report_table

@@ -18,6 +18,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.compat.version import LooseVersion
 
+from ansible_collections.llmfleet.workstation.plugins.plugin_utils.tables import csv_lines, markdown_table, text_table
+
 NOT_SET = ("", None)
 # What the columns say about a host the audit could not finish (its row was never set).
 MISSING_ROW_CELLS = {"gpus": "-", "nvlink": "-", "temps": "-", "pcie": "-", "driver": "-", "disk_free_gb": "-"}
@@ -319,47 +321,7 @@ def rows_for(hosts: Sequence[str], hostvars: Mapping[str, Mapping[str, Any]],
     return rows
 
 
-# ---- rendering ------------------------------------------------------------------------------------------------
-
-
-def cells_of(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> List[List[str]]:
-    return [[str(one_row[key]) for key in keys] for one_row in rows]
-
-
-def text_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], keys: Sequence[str]) -> List[str]:
-    """Columns left-aligned to their widest cell, two spaces apart, trailing spaces trimmed."""
-    cells = cells_of(rows, keys)
-    widths = [max(len(text) for text in [column] + [line[index] for line in cells])
-              for index, column in enumerate(columns)]
-    separator = ["-" * width for width in widths]
-    return ["".join(cell.ljust(width) + "  " for cell, width in zip(line, widths)).rstrip()
-            for line in [list(columns), separator] + cells]
-
-
-def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], keys: Sequence[str]) -> List[str]:
-    """A GitHub table; a '|' in a cell is escaped."""
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _column in columns) + "|"]
-    return lines + ["| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |"
-                    for line in cells_of(rows, keys)]
-
-
-def csv_lines(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> List[str]:
-    """The keys as the header, then every cell quoted, a '"' doubled."""
-    return [",".join('"%s"' % cell.replace('"', '""') for cell in line)
-            for line in [list(keys)] + cells_of(rows, keys)]
-
-
-def render(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], keys: Sequence[str],
-           style: str = "text") -> List[str]:
-    if len(columns) != len(keys):
-        raise ValueError("columns and keys differ in length (%d and %d)" % (len(columns), len(keys)))
-    if style == "text":
-        return text_table(rows, columns, keys)
-    if style == "markdown":
-        return markdown_table(rows, columns, keys)
-    if style == "csv":
-        return csv_lines(rows, keys)
-    raise ValueError("style must be text, markdown or csv, not %r" % (style,))
+# ---- report ---------------------------------------------------------------------------------------------------
 
 
 def report(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], keys: Sequence[str],
