@@ -22,7 +22,8 @@ from ansible_collections.llmfleet.workstation.plugins.plugin_utils.tables import
 
 NOT_SET = ("", None)
 # What the columns say about a host the audit could not finish (its row was never set).
-MISSING_ROW_CELLS = {"gpus": "-", "nvlink": "-", "temps": "-", "pcie": "-", "driver": "-", "disk_free_gb": "-"}
+MISSING_ROW_CELLS = {"gpus": "-", "nvlink": "-", "temps": "-", "power": "-", "pcie": "-", "driver": "-",
+                     "disk_free_gb": "-"}
 
 
 def judge_host(filter_name: str, judge: Any, results: Any, limits: Any) -> Dict[str, Any]:
@@ -263,6 +264,17 @@ def temps_cell(thermal: Optional[Mapping[str, Any]]) -> str:
                      for card in cards) or "-"
 
 
+def _watts(value: Any) -> str:
+    return "-" if value is None else "%d" % round(value)
+
+
+def power_cell(gpu: Optional[Mapping[str, Any]]) -> str:
+    """Each GPU's draw beside its enforced limit, W ("301/280"): a cap (gpu_power_limit_w) shows here."""
+    cards = (gpu or {}).get("gpus") or []
+    return ", ".join("%s/%s" % (_watts(card.get("power_draw_w")), _watts(card.get("power_limit_w")))
+                     for card in cards) or "-"
+
+
 def pcie_cell(gpu: Optional[Mapping[str, Any]]) -> str:
     cards = (gpu or {}).get("gpus") or []
     return ", ".join(
@@ -299,6 +311,7 @@ def row(results: Mapping[str, Any], limits: Mapping[str, Any]) -> Dict[str, Any]
         "gpus": gpus_cell(host.gpu),
         "nvlink": nvlink_cell(host.nvlink, host.min_active_links),
         "temps": temps_cell(host.thermal),
+        "power": power_cell(host.gpu),
         "pcie": pcie_cell(host.gpu),
         "driver": _or(host.gpu.get("driver_version"), "-") if host.gpu else "-",
         "disk_free_gb": "-" if host.disk_free_gb is None else "%.1f" % host.disk_free_gb,

@@ -30,9 +30,9 @@ FLEET = {
     "pf-nodriver": None,
 }
 UNREACHABLE = "pf-gone"
-COLUMNS = ["host", "GPUs", "NVLink active/expected", "temps C core/memory", "PCIe", "driver", "disk free GB",
-           "verdict", "reasons"]
-CSV_KEYS = ["host", "gpus", "nvlink", "temps", "pcie", "driver", "disk_free_gb", "verdict", "reasons"]
+COLUMNS = ["host", "GPUs", "NVLink active/expected", "temps C core/memory", "power W draw/limit", "PCIe", "driver",
+           "disk free GB", "verdict", "reasons"]
+CSV_KEYS = ["host", "gpus", "nvlink", "temps", "power", "pcie", "driver", "disk_free_gb", "verdict", "reasons"]
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
 
 testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY).get_hosts("pf-ok")
@@ -115,6 +115,8 @@ def expected_cells(host):
         "GPUs": "%dx %s" % (len(gpus), names.pop()),
         "NVLink active/expected": "%s (P2P %s)" % (", ".join(links), data["pairs"]["0-1"]["p2p"]["nvlink"]),
         "temps C core/memory": ", ".join(temps),
+        "power W draw/limit": ", ".join("%d/%d" % (round(gpu["power"]["usage_mw"] / 1000),
+                                                   round(gpu["power"]["enforced_limit_mw"] / 1000)) for gpu in gpus),
         "PCIe": ", ".join("gen%d x%d" % (gpu["pcie"]["current_gen"], gpu["pcie"]["current_width"]) for gpu in gpus),
         "driver": data["driver_version"],
     }

@@ -93,7 +93,8 @@ def hot_pair():
 def test_healthy_pair_is_ok_with_its_cells(fake_nvml):
     row = preflight_row.preflight_row(host(fake_nvml, dual_3090()), LIMITS)
     assert row == {"host": "ws", "gpus": "2x NVIDIA GeForce RTX 3090", "nvlink": "4/4, 4/4 (P2P ok)",
-                   "temps": "40/-, 40/-", "pcie": "gen4 x16, gen4 x16", "driver": "560.35.03", "disk_free_gb": "102.4",
+                   "temps": "40/-, 40/-", "power": "30/350, 30/350", "pcie": "gen4 x16, gen4 x16",
+                   "driver": "560.35.03", "disk_free_gb": "102.4",
                    "verdict": "ok", "reasons": "", "messages": [], "engine": "-; engine not serving"}
 
 
@@ -338,7 +339,8 @@ def test_report_keeps_every_host_and_its_sections():
         "ws-02": {"inventory_hostname": "ws-02"},
     }
     report = preflight_report.preflight_report(["ws-01", "ws-02"], hostvars, columns, keys, "Preflight 20261202T0000Z")
-    assert report["rows"][1] == {"host": "ws-02", "gpus": "-", "nvlink": "-", "temps": "-", "pcie": "-", "driver": "-",
+    assert report["rows"][1] == {"host": "ws-02", "gpus": "-", "nvlink": "-", "temps": "-", "power": "-", "pcie": "-",
+                                 "driver": "-",
                                  "disk_free_gb": "-", "verdict": "fail",
                                  "reasons": "no result: the audit of this host stopped early", "messages": [],
                                  "engine": "-"}
