@@ -18,6 +18,18 @@ import time
 from urllib.parse import urlsplit
 
 
+class NamedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to an address, verifying the certificate for a name (as curl --resolve does)."""
+
+    def __init__(self, address, port, servername, **kwargs):
+        super().__init__(servername, port, **kwargs)
+        self.address = address
+
+    def connect(self):
+        raw = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
+
+
 def tls_context(cacert):
     context = ssl.create_default_context(cafile=cacert)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -44,9 +56,8 @@ def main():
     if args.plain or not args.cacert:
         connection = http.client.HTTPConnection(url.hostname, url.port, timeout=args.timeout)
     else:
-        connection = http.client.HTTPSConnection(url.hostname, url.port, timeout=args.timeout,
-                                                 context=tls_context(args.cacert))
-        connection._server_hostname = args.servername  # verify the certificate for this name, not the address
+        connection = NamedHTTPSConnection(url.hostname, url.port, args.servername or url.hostname,
+                                          timeout=args.timeout, context=tls_context(args.cacert))
     path = url.path + ("?" + url.query if url.query else "")
     started = time.monotonic()
     connection.request("POST" if args.data else "GET", path, body=args.data, headers=headers)

@@ -1,14 +1,17 @@
+# -*- coding: utf-8 -*-
 # Copyright: llmfleet.workstation contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters of the gateway role: the client-key table nginx matches, and a certificate's subject alternative names."""
+"""What the gateway role decides: the client-key table nginx matches, and a certificate's subjectAltNames.
+
+Pure functions, no I/O; they raise ValueError with the variable to fix, and never put a key in a message. The filters
+gateway_client_key_table and gateway_subject_alt_names are their shells.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import re
 from typing import Any
-
-from ansible.errors import AnsibleFilterError
 
 # RFC 6750 b64token (token68): what may follow "Bearer " in an Authorization header.
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9._~+/-]+=*$")
@@ -25,8 +28,8 @@ FIX_HINT = (
 )
 
 
-def _problem(variable: str, text: str) -> AnsibleFilterError:
-    return AnsibleFilterError("%s: %s %s" % (variable, text, FIX_HINT))
+def _problem(variable: str, text: str) -> ValueError:
+    return ValueError("%s: %s %s" % (variable, text, FIX_HINT))
 
 
 def _check_entry(entry: Any, index: int, variable: str, min_key_length: int) -> dict[str, str]:
@@ -82,7 +85,7 @@ def gateway_client_key_table(
     if not isinstance(entries, list):
         raise _problem(variable, "must be a list, got %s." % type(entries).__name__)
     if not isinstance(min_key_length, int) or min_key_length < 16:
-        raise AnsibleFilterError("gateway_client_key_min_length is %r: set it to 16 or more (32 is the default)."
+        raise ValueError("gateway_client_key_min_length is %r: set it to 16 or more (32 is the default)."
                                  % (min_key_length,))
     checked = [_check_entry(entry, index, variable, min_key_length) for index, entry in enumerate(entries)]
     seen_names: dict[str, int] = {}
@@ -110,7 +113,7 @@ def gateway_client_key_table(
 def gateway_subject_alt_names(names: Any, variable: str = "gateway_tls_names") -> list[str]:
     """Turn host names and addresses into X.509 subjectAltName entries (DNS:... / IP:...), in order, once each."""
     if not isinstance(names, list):
-        raise AnsibleFilterError("%s must be a list of host names and addresses, got %s."
+        raise ValueError("%s must be a list of host names and addresses, got %s."
                                  % (variable, type(names).__name__))
     result: list[str] = []
     for name in names:
@@ -121,20 +124,13 @@ def gateway_subject_alt_names(names: Any, variable: str = "gateway_tls_names") -
             entry = "IP:%s" % ipaddress.ip_address(text)
         except ValueError:
             if not DNS_NAME_PATTERN.match(text) or len(text) > 253:
-                raise AnsibleFilterError("%s: '%s' is neither an IP address nor a DNS name; list the names and "
+                raise ValueError("%s: '%s' is neither an IP address nor a DNS name; list the names and "
                                          "addresses clients use to reach the frontend." % (variable, text)) from None
             entry = "DNS:%s" % text.lower()
         if entry not in result:
             result.append(entry)
     if not result:
-        raise AnsibleFilterError("%s is empty: list at least one name or address clients use to reach the frontend."
+        raise ValueError("%s is empty: list at least one name or address clients use to reach the frontend."
                                  % variable)
     return result
 
-
-class FilterModule:
-    def filters(self):
-        return {
-            "gateway_client_key_table": gateway_client_key_table,
-            "gateway_subject_alt_names": gateway_subject_alt_names,
-        }

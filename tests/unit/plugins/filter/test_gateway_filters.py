@@ -1,19 +1,27 @@
-"""The gateway role's filters: the client-key table nginx matches, and the certificate's subjectAltNames."""
+"""The gateway's decisions (plugin_utils/gateway.py) and their filters: the client-key table nginx matches, and the
+certificate's subjectAltNames."""
 
-import importlib.util
 import re
-from pathlib import Path
 
 import pytest
-from ansible.errors import AnsibleFilterError
+from ansible.module_utils import _internal as module_utils_internal
 
-FILTERS_PATH = Path(__file__).resolve().parents[3] / "roles" / "gateway" / "filter_plugins" / "gateway_filters.py"
-spec = importlib.util.spec_from_file_location("gateway_filters", FILTERS_PATH)
-gateway_filters = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(gateway_filters)
+# Importing controller code flips ansible-core's process-wide is_controller switch (see test_compat_filters.py).
+_WAS_CONTROLLER = module_utils_internal.is_controller
+from ansible.errors import AnsibleFilterError  # noqa: E402
 
-key_table = gateway_filters.gateway_client_key_table
-alt_names = gateway_filters.gateway_subject_alt_names
+from ansible_collections.llmfleet.workstation.plugins.filter import (  # noqa: E402
+    gateway_client_key_table,
+    gateway_subject_alt_names,
+)
+from ansible_collections.llmfleet.workstation.plugins.plugin_utils.gateway import (  # noqa: E402
+    gateway_client_key_table as key_table,
+)
+from ansible_collections.llmfleet.workstation.plugins.plugin_utils.gateway import (  # noqa: E402
+    gateway_subject_alt_names as alt_names,
+)
+
+module_utils_internal.is_controller = _WAS_CONTROLLER
 
 ALICE_KEY = "a1" * 20
 TEAM_KEY = "Zz9-_.~+/" + "k" * 30 + "=="
@@ -71,7 +79,7 @@ def test_an_empty_or_missing_list_gives_empty_tables():
     ({"alice": ALICE_KEY}, "must be a list, got dict"),
 ])
 def test_bad_entries_are_refused_naming_the_variable_and_the_fix(entries, expected):
-    with pytest.raises(AnsibleFilterError, match=expected) as raised:
+    with pytest.raises(ValueError, match=expected) as raised:
         key_table(entries)
     message = str(raised.value)
     assert message.startswith("gateway_client_keys")
@@ -81,19 +89,19 @@ def test_bad_entries_are_refused_naming_the_variable_and_the_fix(entries, expect
 def test_no_error_message_shows_a_key():
     for entries in ([{"name": "a", "key": ALICE_KEY}, {"name": "b", "key": ALICE_KEY}],
                     [{"name": "a", "key": ALICE_KEY[:20]}]):
-        with pytest.raises(AnsibleFilterError) as raised:
+        with pytest.raises(ValueError) as raised:
             key_table(entries)
         assert ALICE_KEY[:20] not in str(raised.value)
 
 
 def test_the_routers_key_is_not_handed_to_a_client():
-    with pytest.raises(AnsibleFilterError, match="'alice' has the router's own key"):
+    with pytest.raises(ValueError, match="'alice' has the router's own key"):
         key_table([{"name": "alice", "key": ALICE_KEY}], 32, [ALICE_KEY])
 
 
 def test_the_minimum_length_is_configurable_but_not_below_16():
     assert key_table([{"name": "alice", "key": "k" * 20}], 20)["present"][0]["name"] == "alice"
-    with pytest.raises(AnsibleFilterError, match="gateway_client_key_min_length"):
+    with pytest.raises(ValueError, match="gateway_client_key_min_length"):
         key_table([{"name": "alice", "key": ALICE_KEY}], 8)
 
 
@@ -108,9 +116,16 @@ def test_alt_names_classify_addresses_and_names_once_each_in_order():
     ("webui-a", "must be a list"),
 ])
 def test_alt_names_refuse_what_is_not_a_name(names, expected):
-    with pytest.raises(AnsibleFilterError, match=expected):
+    with pytest.raises(ValueError, match=expected):
         alt_names(names)
 
 
-def test_filters_are_registered_under_their_names():
-    assert set(gateway_filters.FilterModule().filters()) == {"gateway_client_key_table", "gateway_subject_alt_names"}
+def test_the_filters_are_registered_and_raise_ansibles_filter_error():
+    table = gateway_client_key_table.FilterModule().filters()["gateway_client_key_table"]
+    assert table([{"name": "alice", "key": ALICE_KEY}], 32, [])["present"][0]["name"] == "alice"
+    with pytest.raises(AnsibleFilterError, match="gateway_client_keys: must be a list"):
+        table("alice")
+    names = gateway_subject_alt_names.FilterModule().filters()["gateway_subject_alt_names"]
+    assert names(["webui-a"]) == ["DNS:webui-a"]
+    with pytest.raises(AnsibleFilterError, match="gateway_tls_names is empty"):
+        names([])
