@@ -7,7 +7,7 @@ server is kept as test data in tests/unit/data/vllm-help/ (README there says how
 the unit can carry is looked up in both. The flags are found where they come from, not listed here:
 
 - the unit template's ExecStart (roles/vllm_service/templates/vllm.service.j2), conditional lines included;
-- the planner's vllm_args keys (plugins/filter/vllm_plan.py, read with ast);
+- the planner's vllm_args keys (plugins/module_utils/planner/plan.py, read with ast);
 - every vllm_service_extra_args in the role defaults, the example inventory and the molecule scenarios.
 
 A release's help file that is missing fails the test: capture it (tests/unit/data/vllm-help/README.md).
@@ -23,7 +23,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[3]
 HELP_DIR = REPO / "tests" / "unit" / "data" / "vllm-help"
 TEMPLATE = REPO / "roles" / "vllm_service" / "templates" / "vllm.service.j2"
-PLANNER = REPO / "plugins" / "filter" / "vllm_plan.py"
+PLANNER = REPO / "plugins" / "module_utils" / "planner" / "plan.py"
 FLAG = re.compile(r"(?<![\w-])(--[a-z0-9][a-z0-9-]*)")
 
 

@@ -19,7 +19,7 @@ from ansible.module_utils import _internal as module_utils_internal
 _WAS_CONTROLLER = module_utils_internal.is_controller
 from ansible.errors import AnsibleFilterError  # noqa: E402
 
-from ansible_collections.llmfleet.workstation.plugins.filter import vllm_plan as plan_module  # noqa: E402
+from ansible_collections.llmfleet.workstation.plugins.module_utils.planner import layout, memory  # noqa: E402
 from ansible_collections.llmfleet.workstation.plugins.filter.vllm_plan import FilterModule, vllm_plan  # noqa: E402
 
 module_utils_internal.is_controller = _WAS_CONTROLLER
@@ -85,12 +85,12 @@ def test_llama_70b_awq_on_two_3090s_needs_0_95_of_the_memory_for_8k():
 
 def test_the_budget_is_the_memory_cuda_sees_times_the_utilization():
     plan = vllm_plan(config("llama-3.3-70b-instruct-awq"), DUAL_3090, NVLINK, weight_bytes=LLAMA_70B_AWQ_BYTES)
-    cuda_visible = 24576 * 1024**2 - plan_module.DRIVER_RESERVED_BYTES
+    cuda_visible = 24576 * 1024**2 - memory.DRIVER_RESERVED_BYTES
     assert plan["cuda_visible_memory_bytes"] == cuda_visible
     assert plan["budget_bytes_per_gpu"] == int(cuda_visible * 0.92)
     per_gpu = plan["per_gpu"]
     assert per_gpu["reserve_bytes"] == (per_gpu["activation_bytes"] + per_gpu["non_torch_bytes"]
-                                        + plan_module.SAFETY_MARGIN_BYTES)
+                                        + memory.SAFETY_MARGIN_BYTES)
     assert per_gpu["kv_budget_bytes"] == plan["budget_bytes_per_gpu"] - per_gpu["weights_bytes"] - per_gpu[
         "reserve_bytes"]
     assert plan["kv_cache_bytes"] == plan["kv_cache_tokens"] * plan["kv_bytes_per_token"]
@@ -252,9 +252,9 @@ def test_more_gpus_than_kv_heads_replicates_them():
 
 
 def test_uneven_layers_go_to_the_stages_before_the_last():
-    assert plan_module.pp_layers(61, 4) == [15, 15, 16, 15]
-    assert plan_module.pp_layers(62, 4) == [15, 16, 16, 15]
-    assert plan_module.pp_layers(80, 2) == [40, 40]
+    assert layout.pp_layers(61, 4) == [15, 15, 16, 15]
+    assert layout.pp_layers(62, 4) == [15, 16, 16, 15]
+    assert layout.pp_layers(80, 2) == [40, 40]
 
 
 def test_explicit_parallel_sizes_are_kept_and_checked():
