@@ -5,6 +5,7 @@ from a description of GPUs and raise pynvml's own NVMLError subclasses where rea
 (NotSupported, InvalidArgument past the last link, DriverNotLoaded, ...).
 """
 
+import importlib.util
 import json
 import os
 import sys
@@ -317,3 +318,16 @@ def run_module(capsys):
         return json.loads(capsys.readouterr().out)
 
     return run
+
+
+# ---- the fake torch (tests/fake_torch): the CUDA copies of the P2P check without a GPU ------------------------
+
+FAKE_TORCH_DIR = REPO / "tests" / "fake_torch"
+
+
+def load_fake_torch():
+    """A fresh instance of the fake torch module, loaded from its file (never `import torch`, which may be real)."""
+    spec = importlib.util.spec_from_file_location("llmfleet_fake_torch", FAKE_TORCH_DIR / "torch" / "__init__.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

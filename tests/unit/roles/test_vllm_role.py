@@ -6,47 +6,20 @@ Runs the role for real with ansible-playbook against the local host (connection 
 is a file the test writes (vllm_driver_version_file) or the gates' fact given as an extra variable. A few seconds.
 """
 
-import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
+import ansible_run
 
-import pytest
-import yaml
-
-REPO = Path(__file__).resolve().parents[3]
 REPORT_560 = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  560.35.03  Thu Aug 22 17:01:53 UTC 2024\n"
 REPORT_580 = ("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build  "
               "(dvs-builder@U16-I3-B03-4-3)  Thu Aug 22 17:01:53 UTC 2024\n")
 REFUSE = "Refuse a release the host's driver cannot run"
 
-pytestmark = pytest.mark.skipif(shutil.which("ansible-playbook") is None, reason="needs ansible-playbook")
+pytestmark = ansible_run.needs_ansible
 
 
 def run_role(tmp_path, extra_vars, tasks_from="main"):
     """Apply the role (or one entry point) to localhost; (failed, {task name: result}) from the json callback."""
-    play = [{"hosts": "localhost", "connection": "local", "gather_facts": False,
-             "vars": {"ansible_python_interpreter": sys.executable},
-             "tasks": [{"name": "Apply the role", "ansible.builtin.include_role": {
-                 "name": "llmfleet.workstation.vllm", "tasks_from": tasks_from}}]}]
-    (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
-    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-               ANSIBLE_COLLECTIONS_PATH=str(REPO / ".cache" / "collections"), ANSIBLE_LOCALHOST_WARNING="false")
-    completed = subprocess.run(
-        ["ansible-playbook", "-i", "localhost,", str(tmp_path / "play.yml"), "-e", json.dumps(extra_vars)],
-        capture_output=True, text=True, env=env, timeout=300, check=False)
-    try:
-        report = json.loads(completed.stdout)
-    except ValueError:
-        pytest.fail("no JSON from ansible-playbook (rc %s): %s %s"
-                    % (completed.returncode, completed.stdout[-2000:], completed.stderr[-2000:]))
-    tasks = {}
-    for play_report in report["plays"]:
-        for task in play_report["tasks"]:
-            tasks[task["task"]["name"].split(" : ")[-1]] = task["hosts"]["localhost"]
-    return report["stats"]["localhost"]["failures"] > 0, tasks
+    run = ansible_run.run_role(tmp_path, "llmfleet.workstation.vllm", extra_vars, tasks_from=tasks_from)
+    return run.failed(), run.tasks()
 
 
 def ran(tasks, name):

@@ -2,7 +2,6 @@
 checks of the copied data, and the reasons it gives when it cannot measure. CUDA is tests/fake_torch."""
 
 import ast
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,22 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import FAKE_TORCH_DIR, load_fake_torch
 
 from ansible_collections.llmfleet.workstation.plugins.module_utils import p2p_measure
 
 REPO = Path(__file__).resolve().parents[4]
-FAKE_TORCH_DIR = REPO / "tests" / "fake_torch"
 SCRIPT = REPO / "plugins" / "module_utils" / "p2p_measure.py"
 MIB = 1024 * 1024
 TWO_GPUS = [{"name": "NVIDIA GeForce RTX 3090", "bus_id": "00000000:01:00.0"},
             {"name": "NVIDIA GeForce RTX 3090", "bus_id": "00000000:21:00.0"}]
-
-
-def load_fake_torch():
-    spec = importlib.util.spec_from_file_location("llmfleet_fake_torch", FAKE_TORCH_DIR / "torch" / "__init__.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 torch = load_fake_torch()

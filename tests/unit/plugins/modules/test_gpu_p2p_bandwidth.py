@@ -4,32 +4,23 @@ NVML is the conftest's fake; the measurement is p2p_measure itself, run in-proce
 stand-in for subprocess.run (one test runs the real child process).
 """
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import bridge_links, dual_3090, gpu
+from conftest import FAKE_TORCH_DIR, bridge_links, dual_3090, gpu, load_fake_torch
 
 from ansible_collections.llmfleet.workstation.plugins.module_utils import nvml, p2p_bandwidth, p2p_measure
 from ansible_collections.llmfleet.workstation.plugins.modules import gpu_p2p_bandwidth
 
 REPO = Path(__file__).resolve().parents[4]
-FAKE_TORCH_DIR = REPO / "tests" / "fake_torch"
 PYTHON = sys.executable  # any interpreter that exists: the runner below stands in for the child process
 DEFAULTS = {"python": PYTHON, "min_pair_gbps": None, "floor_fraction": 0.7, "min_gpu_copy_gbps": None,
             "require_measurement": False, "buffer_size_mib": 16, "repetitions": 3, "timeout": 120}
 GPU0 = "GPU 0 (NVIDIA GeForce RTX 3090, 00000000:01:00.0)"
 GPU1 = "GPU 1 (NVIDIA GeForce RTX 3090, 00000000:21:00.0)"
-
-
-def load_fake_torch():
-    spec = importlib.util.spec_from_file_location("llmfleet_fake_torch", FAKE_TORCH_DIR / "torch" / "__init__.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 torch = load_fake_torch()
