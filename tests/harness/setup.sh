@@ -102,6 +102,19 @@ controller_lane() {
   else
     step "CPU engine wheelhouse is current (.cache/engine-wheels)"
   fi
+
+  # The router (role router): LiteLLM's proxy and its pinned dependencies, mounted read-only into the router
+  # scenario's frontend as its offline wheelhouse (about 170 MB).
+  router_wheels="$cache/router-wheels"
+  router_stamp="$router_wheels/.requirements.sha256"
+  router_hash=$(sha256sum roles/router/files/requirements.txt | cut -d' ' -f1)
+  if [ "$(cat "$router_stamp" 2>/dev/null)" != "$router_hash" ]; then
+    step "Downloading the router wheelhouse (roles/router/files/requirements.txt) into .cache/router-wheels"
+    quiet_pip download -q -d "$router_wheels" -r roles/router/files/requirements.txt
+    echo "$router_hash" >"$router_stamp"
+  else
+    step "Router wheelhouse is current (.cache/router-wheels)"
+  fi
 }
 
 # Podman's default runtime (crun) cannot apply its rlimits or drive hybrid cgroups on some hosts; runc

@@ -1,0 +1,152 @@
+"""A bounded streaming load on an OpenAI-compatible endpoint, one record per request.
+
+Standard library only, so it runs on the controller or in a target. Each request streams /v1/completions and is
+recorded with its start, time to first token, end, token count and outcome; a request that failed is marked as
+failed before or after its first token, which is what a router's retry can and cannot save. The load is bounded:
+a fixed number of requests, a fixed concurrency, and a timeout per request.
+
+    python3 router_load.py --url http://127.0.0.1:4000/v1 --key KEY --model tiny-llama --requests 40 \
+        --concurrency 4 --max-tokens 16 --out load.json
+"""
+
+import argparse
+import http.client
+import json
+import statistics
+import threading
+import time
+from urllib.parse import urlparse
+
+
+def stream_one(url, key, model, prompt, max_tokens, timeout, api="completions"):
+    """Stream one completion (api: completions or chat); returns (ttft_s or None, tokens, error or None, status)."""
+    parsed = urlparse(url)
+    connection_class = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
+    connection = connection_class(parsed.hostname, parsed.port, timeout=timeout)
+    request = {"model": model, "max_tokens": max_tokens, "stream": True, "temperature": 0, "ignore_eos": True}
+    if api == "chat":
+        request["messages"] = [{"role": "user", "content": prompt}]
+    else:
+        request["prompt"] = prompt
+    body = json.dumps(request)
+    started = time.monotonic()
+    ttft = None
+    tokens = 0
+    try:
+        connection.request("POST", parsed.path.rstrip("/") + ("/chat/completions" if api == "chat" else "/completions"), body=body,
+                           headers={"Content-Type": "application/json", "Authorization": "Bearer " + key})
+        response = connection.getresponse()
+        if response.status != 200:
+            return None, 0, "HTTP %d: %s" % (response.status, response.read(300).decode(errors="replace")), \
+                response.status
+        done = False
+        while True:
+            line = response.readline()
+            if not line:
+                break
+            line = line.strip()
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                done = True
+                break
+            event = json.loads(payload)
+            if "error" in event:
+                return ttft, tokens, "error event: %s" % json.dumps(event["error"])[:300], 200
+            choices = event.get("choices") or []
+            if choices and (choices[0].get("text") or (choices[0].get("delta") or {}).get("content")):
+                if ttft is None:
+                    ttft = time.monotonic() - started
+                tokens += 1
+        if not done:
+            return ttft, tokens, "stream ended before [DONE] after %d tokens" % tokens, 200
+        return ttft, tokens, None, 200
+    except (OSError, http.client.HTTPException, ValueError) as error:
+        return ttft, tokens, "%s: %s" % (type(error).__name__, error), None
+    finally:
+        connection.close()
+
+
+def run_load(url, key, model, requests, concurrency, max_tokens, timeout, prompt_prefix="Request",
+             api="completions"):
+    """Run `requests` streams, `concurrency` at a time; returns (records, wall_s)."""
+    records = []
+    lock = threading.Lock()
+    next_index = [0]
+    origin = time.monotonic()
+
+    def worker():
+        while True:
+            with lock:
+                index = next_index[0]
+                if index >= requests:
+                    return
+                next_index[0] += 1
+            prompt = "%s %d: continue this list of words: time year people way day" % (prompt_prefix, index)
+            start = time.monotonic() - origin
+            ttft, tokens, error, status = stream_one(url, key, model, prompt, max_tokens, timeout, api)
+            record = {"index": index, "start_s": round(start, 3), "end_s": round(time.monotonic() - origin, 3),
+                      "ttft_s": None if ttft is None else round(ttft, 4), "tokens": tokens, "status": status,
+                      "error": error}
+            with lock:
+                records.append(record)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sorted(records, key=lambda record: record["index"]), time.monotonic() - origin
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def summarize(records, wall_s):
+    ok = [record for record in records if record["error"] is None]
+    failed = [record for record in records if record["error"] is not None]
+    ttfts = [record["ttft_s"] for record in ok if record["ttft_s"] is not None]
+    return {
+        "requests": len(records),
+        "ok": len(ok),
+        "failed": len(failed),
+        "failed_before_first_token": sum(1 for record in failed if record["ttft_s"] is None),
+        "failed_while_streaming": sum(1 for record in failed if record["ttft_s"] is not None),
+        "ttft_median_s": statistics.median(ttfts) if ttfts else None,
+        "ttft_p95_s": percentile(ttfts, 0.95),
+        "tokens": sum(record["tokens"] for record in ok),
+        "wall_s": round(wall_s, 3),
+        "tokens_per_s": round(sum(record["tokens"] for record in ok) / wall_s, 2) if wall_s else None,
+        "errors": sorted({record["error"] for record in failed})[:5],
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True, help="OpenAI base URL, e.g. http://127.0.0.1:4000/v1")
+    parser.add_argument("--key", default="none")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--timeout", type=float, default=60)
+    parser.add_argument("--prefix", default="Request", help="first word of every prompt (to find them in logs)")
+    parser.add_argument("--api", choices=["completions", "chat"], default="completions")
+    parser.add_argument("--out", help="write the records and the summary here as JSON")
+    args = parser.parse_args()
+    records, wall_s = run_load(args.url, args.key, args.model, args.requests, args.concurrency, args.max_tokens,
+                               args.timeout, args.prefix, args.api)
+    result = {"summary": summarize(records, wall_s), "records": records}
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as handle:
+            json.dump(result, handle, indent=1)
+    print(json.dumps(result["summary"]))
+
+
+if __name__ == "__main__":
+    main()
