@@ -15,17 +15,11 @@ short_description: Each workstation's temperature limits, from the gates' own va
 version_added: 0.1.0
 description:
   - Per host, C(core) and C(memory) limits in degrees C: the host's C(gpu_gates_max_core_temp_c) and
-    C(gpu_gates_max_memory_temp_c), else the gpu_gates role's defaults. A value that is not a whole number of degrees
-    is refused, naming the variable and the host.
-  - Pure function, no I/O.
-positional: gate_defaults
+    C(gpu_gates_max_memory_temp_c), else the gpu_gates role's defaults (read from that role). A value that is not a
+    whole number of degrees is refused, naming the variable and the host.
 options:
   _input:
     description: Each workstation's variables by inventory name (a slice of C(hostvars)).
-    type: dict
-    required: true
-  gate_defaults:
-    description: The gpu_gates role's defaults.
     type: dict
     required: true
 """
@@ -33,7 +27,7 @@ options:
 EXAMPLES = r"""
 - name: Use monitoring_gate_limits
   ansible.builtin.set_fact:
-    monitoring__limits: "{{ hosts_vars | llmfleet.workstation.monitoring_gate_limits(gpu_gates_defaults) }}"
+    monitoring__limits: "{{ hosts_vars | llmfleet.workstation.monitoring_gate_limits }}"
 """
 
 RETURN = r"""
@@ -43,9 +37,8 @@ _value:
 """
 
 
-def monitoring_gate_limits(hosts: Any, gate_defaults: Any) -> Dict[str, Dict[str, int]]:
-    return gate_limits(require_mapping(hosts, "the hosts' variables", "monitoring_gate_limits"),
-                       require_mapping(gate_defaults, "gate_defaults", "monitoring_gate_limits"))
+def monitoring_gate_limits(hosts: Any) -> Dict[str, Dict[str, int]]:
+    return gate_limits(require_mapping(hosts, "the hosts' variables", "monitoring_gate_limits"))
 
 
 class FilterModule:

@@ -7,11 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from ansible_collections.llmfleet.workstation.plugins.plugin_utils.monitoring import (
-    optional_mapping,
-    require_mapping,
-    scrape_targets,
-)
+from ansible_collections.llmfleet.workstation.plugins.plugin_utils.monitoring import require_mapping, scrape_targets
 
 DOCUMENTATION = r"""
 name: monitoring_targets
@@ -19,26 +15,20 @@ short_description: Prometheus file_sd target groups for the workstations' GPU ex
 version_added: 0.1.0
 description:
   - One target group per host for its GPU exporter (from C(gpu_exporter_url), which the gpu_exporter role's
-    C(endpoint) entry point sets) and one for its engine (the address and port the vllm_service role advertises:
-    C(vllm_service_advertise_address), else C(ansible_host), else the inventory name, and C(vllm_service_port), else
-    that role's default), each labelled C(host) with the inventory name.
-  - Pure function, no I/O.
-positional: engine_defaults
+    C(endpoint) entry point sets) and one for its engine (where the vllm_service role advertises it, by the rule of
+    P(llmfleet.workstation.vllm_service_endpoint#filter)), each labelled C(host) with the inventory name.
+  - Reads nothing but the vllm_service role's default port, where a host sets none.
 options:
   _input:
     description: Each workstation's variables by inventory name (a slice of C(hostvars)).
     type: dict
     required: true
-  engine_defaults:
-    description: The vllm_service role's defaults (its C(vllm_service_port) is used where a host sets none).
-    type: dict
-    default: {}
 """
 
 EXAMPLES = r"""
 - name: Use monitoring_targets
   ansible.builtin.set_fact:
-    monitoring__targets: "{{ hosts_vars | llmfleet.workstation.monitoring_targets(vllm_service_defaults) }}"
+    monitoring__targets: "{{ hosts_vars | llmfleet.workstation.monitoring_targets }}"
 """
 
 RETURN = r"""
@@ -49,9 +39,8 @@ _value:
 """
 
 
-def monitoring_targets(hosts: Any, engine_defaults: Any = None) -> Dict[str, Any]:
-    return scrape_targets(require_mapping(hosts, "the hosts' variables", "monitoring_targets"),
-                          optional_mapping(engine_defaults, "engine_defaults", "monitoring_targets"))
+def monitoring_targets(hosts: Any) -> Dict[str, Any]:
+    return scrape_targets(require_mapping(hosts, "the hosts' variables", "monitoring_targets"))
 
 
 class FilterModule:

@@ -3,18 +3,22 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """What the monitoring role renders for Prometheus: scrape targets, alert rules and their promtool tests.
 
-Pure functions, no I/O. The thresholds come from the workstations' own gate variables (gpu_gates_max_core_temp_c,
-gpu_gates_max_memory_temp_c), read per host from the inventory, else from the gpu_gates role's defaults: one owner.
+Pure functions but for reading the owners' defaults (role_default). The thresholds come from the workstations' own
+gate variables (gpu_gates_max_core_temp_c, gpu_gates_max_memory_temp_c), read per host from the inventory, else from
+the gpu_gates role's defaults: one owner.
 Hosts with the same limits share one rule; a host with its own limit gets its own.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from ansible.errors import AnsibleFilterError
+
+from ansible_collections.llmfleet.workstation.plugins.plugin_utils.endpoint import base_url
+from ansible_collections.llmfleet.workstation.plugins.plugin_utils.role_defaults import role_default
 
 # Scrape jobs; the rules and the dashboard select on these names.
 GPU_JOB = "llmfleet_gpu"
@@ -89,7 +93,7 @@ def _whole_degrees(value: Any, variable: str, host: str) -> int:
     return degrees
 
 
-def gate_limits(hosts: Mapping[str, Mapping[str, Any]], gate_defaults: Mapping[str, Any]) -> Dict[str, Dict[str, int]]:
+def gate_limits(hosts: Mapping[str, Mapping[str, Any]]) -> Dict[str, Dict[str, int]]:
     """Each host's temperature limits by sensor: its own gate variables, else the gpu_gates role's defaults."""
     limits = {}
     for host, host_vars in hosts.items():
@@ -97,10 +101,7 @@ def gate_limits(hosts: Mapping[str, Mapping[str, Any]], gate_defaults: Mapping[s
         for sensor, variable in TEMPERATURE_LIMIT_VARS.items():
             value = host_vars.get(variable)
             if value in (None, ""):
-                if variable not in gate_defaults:
-                    raise AnsibleFilterError(
-                        "%s is not set for %s and the gpu_gates role's defaults do not name it" % (variable, host))
-                value = gate_defaults[variable]
+                value = role_default(variable)
             limits[host][sensor] = _whole_degrees(value, variable, host)
     return limits
 
@@ -114,12 +115,12 @@ def _split_url(url: Any, host: str) -> Tuple[str, str, str]:
     return parts.scheme, parts.netloc, parts.path or "/metrics"
 
 
-def scrape_targets(hosts: Mapping[str, Mapping[str, Any]], engine_defaults: Mapping[str, Any]) -> Dict[str, Any]:
+def scrape_targets(hosts: Mapping[str, Mapping[str, Any]]) -> Dict[str, Any]:
     """file_sd target groups for the GPU exporters and the engines, one per host, labelled with the host's name.
 
-    The exporter's address is the URL its own role advertises (gpu_exporter_url); the engine's is the address the
-    vllm_service role advertises (vllm_service_advertise_address, else ansible_host, else the inventory name) and
-    its port (vllm_service_port, else that role's default). Hosts without an advertised exporter are listed apart.
+    The exporter's address is the URL its own role advertises (gpu_exporter_url); the engine's is the one the
+    vllm_service role advertises (plugin_utils/endpoint.py, the rule Open WebUI and the router use). Hosts without
+    an advertised exporter are listed apart.
     """
     gpu, engines, without_exporter = [], [], []
     for host in sorted(hosts):
@@ -131,17 +132,11 @@ def scrape_targets(hosts: Mapping[str, Mapping[str, Any]], engine_defaults: Mapp
             scheme, netloc, path = _split_url(url, host)
             gpu.append({"targets": [netloc],
                         "labels": {HOST_LABEL: host, "__scheme__": scheme, "__metrics_path__": path}})
-        address = (host_vars.get("vllm_service_advertise_address") or host_vars.get("ansible_host") or host)
-        port = host_vars.get("vllm_service_port")
-        if port in (None, ""):
-            port = engine_defaults.get("vllm_service_port")
-        if port in (None, "") or not str(port).isdigit():
-            raise AnsibleFilterError(
-                "vllm_service_port is %r for %s: give the engine's port (role vllm_service)" % (port, host))
-        address = str(address).strip()
-        if ":" in address and not address.startswith("["):
-            address = "[%s]" % address
-        engines.append({"targets": ["%s:%s" % (address, port)], "labels": {HOST_LABEL: host}})
+        try:
+            engine = urlsplit(base_url(host_vars, host))
+        except ValueError as error:
+            raise AnsibleFilterError("%s: give the engine's port (role vllm_service)" % error) from error
+        engines.append({"targets": [engine.netloc], "labels": {HOST_LABEL: host}})
     return {"gpu": gpu, "engine": engines, "without_exporter": without_exporter}
 
 
@@ -519,7 +514,3 @@ def require_mapping(value: Any, what: str, filter_name: str) -> Mapping[str, Any
     if not isinstance(value, Mapping):
         raise AnsibleFilterError("%s: %s must be a dictionary, got %s" % (filter_name, what, type(value).__name__))
     return value
-
-
-def optional_mapping(value: Optional[Any], what: str, filter_name: str) -> Mapping[str, Any]:
-    return {} if value is None else require_mapping(value, what, filter_name)

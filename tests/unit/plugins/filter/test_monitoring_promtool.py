@@ -1,6 +1,6 @@
 """The monitoring role's alert rules, run through Prometheus' own promtool.
 
-The limits are the gpu_gates role's own defaults (read from its defaults file, as the monitoring role reads them)
+The limits are the gpu_gates role's own defaults (read from that role, as the monitoring role reads them)
 and a host that overrides one, so the rules promtool tests are the ones a fleet gets. promtool comes from Debian's
 `prometheus` package, which tests/harness/setup.sh unpacks into .cache/prometheus-tools.
 """
@@ -52,7 +52,7 @@ HOSTS = {"ws-3090-a": {}, "ws-3090-b.lan": {}, "ws-hot-room": {"gpu_gates_max_me
 
 def render(tmp_path, settings, hosts=None, edit=None):
     """Write the rules and their tests as the role does (one file per group); edit(rules) may break a rule."""
-    limits = monitoring_gate_limits(hosts or HOSTS, GATE_DEFAULTS)
+    limits = monitoring_gate_limits(hosts or HOSTS)
     rules = monitoring_rules(limits, settings)
     if edit:
         edit(rules)
