@@ -15,26 +15,19 @@ short_description: One router upstream per workstation, from the vllm_service ro
 version_added: 0.1.0
 description:
   - For each host, the model name it serves (C(vllm_service_served_model_name), else C(model_repo_id)), its OpenAI
-    base URL (C(vllm_service_advertise_address), else C(ansible_host), else the inventory name, and
-    C(vllm_service_port)) and its key (C(vllm_service_api_key)).
-  - Where a host sets no port or key, the value comes from the vllm_service role's defaults, passed in.
-  - Pure function, no I/O.
-positional: engine_defaults
+    base URL as P(llmfleet.workstation.vllm_service_endpoint#filter) gives it, and its key
+    (C(vllm_service_api_key), else the vllm_service role's default).
 options:
   _input:
     description: Host name to that host's variables (C(hostvars) of the backend group).
     type: dict
     required: true
-  engine_defaults:
-    description: The vllm_service role's defaults (its defaults file, read with the file lookup).
-    type: dict
-    default: {}
 """
 
 EXAMPLES = r"""
 - name: List the router's upstreams
   ansible.builtin.set_fact:
-    router__upstreams: "{{ backend_hostvars | llmfleet.workstation.router_upstreams(vllm_service_defaults) }}"
+    router__upstreams: "{{ backend_hostvars | llmfleet.workstation.router_upstreams }}"
 """
 
 RETURN = r"""
@@ -62,8 +55,8 @@ _value:
 """
 
 
-def router_upstreams(hosts: Any, engine_defaults: Any = None) -> List[Dict[str, Any]]:
-    return upstreams(hosts, engine_defaults or {})
+def router_upstreams(hosts: Any) -> List[Dict[str, Any]]:
+    return upstreams(hosts)
 
 
 class FilterModule:

@@ -9,23 +9,18 @@ from typing import Any, Dict, List, Mapping, Sequence
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.llmfleet.workstation.plugins.plugin_utils.endpoint import base_url
+from ansible_collections.llmfleet.workstation.plugins.plugin_utils.role_defaults import role_default
+
 # LiteLLM's routing strategies that need no Redis or database (router_settings.routing_strategy).
 ROUTING_STRATEGIES = ("simple-shuffle", "least-busy", "latency-based-routing")
 
 
-def _engine_setting(host_vars: Mapping[str, Any], engine_defaults: Mapping[str, Any], name: str) -> Any:
-    value = host_vars.get(name)
-    if value in (None, ""):
-        value = engine_defaults.get(name)
-    return value
-
-
-def upstreams(hosts: Mapping[str, Mapping[str, Any]], engine_defaults: Mapping[str, Any]) -> List[Dict[str, Any]]:
+def upstreams(hosts: Mapping[str, Mapping[str, Any]]) -> List[Dict[str, Any]]:
     """One upstream per workstation: its model name, the endpoint and key the vllm_service role advertises.
 
-    The address is vllm_service_advertise_address, else ansible_host, else the inventory name (as the monitor and
-    Open WebUI read it); the port and key are the host's vllm_service_port and vllm_service_api_key, else that
-    role's defaults (engine_defaults, its defaults file).
+    The endpoint is the one rule of plugin_utils/endpoint.py (the vllm_service role's advertised address and port);
+    the key is the host's vllm_service_api_key, else that role's default.
     """
     if not isinstance(hosts, Mapping):
         raise AnsibleFilterError("router_upstreams expects a mapping of host name to host variables, got %s"
@@ -38,16 +33,14 @@ def upstreams(hosts: Mapping[str, Mapping[str, Any]], engine_defaults: Mapping[s
             raise AnsibleFilterError(
                 "%s serves no model name the router can list: set vllm_service_served_model_name (or model_repo_id) "
                 "for it, or take it out of the router's backend group (router_backend_group)" % host)
-        address = str(host_vars.get("vllm_service_advertise_address") or host_vars.get("ansible_host") or host).strip()
-        if ":" in address and not address.startswith("["):
-            address = "[%s]" % address
-        port = _engine_setting(host_vars, engine_defaults, "vllm_service_port")
-        if port in (None, "") or not str(port).isdigit():
-            raise AnsibleFilterError("vllm_service_port is %r for %s: give the engine's port (role vllm_service)"
-                                     % (port, host))
-        api_key = _engine_setting(host_vars, engine_defaults, "vllm_service_api_key") or ""
-        result.append({"host": host, "model": str(model), "api_base": "http://%s:%s/v1" % (address, port),
-                       "api_key": str(api_key)})
+        try:
+            api_base = base_url(host_vars, host)
+        except ValueError as error:
+            raise AnsibleFilterError("%s: give the engine's port (role vllm_service)" % error) from None
+        api_key = host_vars.get("vllm_service_api_key")
+        if api_key is None:
+            api_key = role_default("vllm_service_api_key")
+        result.append({"host": host, "model": str(model), "api_base": api_base, "api_key": str(api_key or "")})
     return result
 
 

@@ -18,7 +18,7 @@ import time
 from urllib.parse import urlparse
 
 
-def stream_one(url, key, model, prompt, max_tokens, timeout, api="completions"):
+def stream_one(url, key, model, prompt, *, max_tokens, timeout, api="completions"):
     """Stream one completion (api: completions or chat); returns (ttft_s or None, tokens, error or None, status)."""
     parsed = urlparse(url)
     connection_class = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
@@ -33,7 +33,8 @@ def stream_one(url, key, model, prompt, max_tokens, timeout, api="completions"):
     ttft = None
     tokens = 0
     try:
-        connection.request("POST", parsed.path.rstrip("/") + ("/chat/completions" if api == "chat" else "/completions"), body=body,
+        path = parsed.path.rstrip("/") + ("/chat/completions" if api == "chat" else "/completions")
+        connection.request("POST", path, body=body,
                            headers={"Content-Type": "application/json", "Authorization": "Bearer " + key})
         response = connection.getresponse()
         if response.status != 200:
@@ -68,7 +69,7 @@ def stream_one(url, key, model, prompt, max_tokens, timeout, api="completions"):
         connection.close()
 
 
-def run_load(url, key, model, requests, concurrency, max_tokens, timeout, prompt_prefix="Request",
+def run_load(url, key, model, *, requests, concurrency, max_tokens, timeout, prompt_prefix="Request",
              api="completions"):
     """Run `requests` streams, `concurrency` at a time; returns (records, wall_s)."""
     records = []
@@ -85,7 +86,8 @@ def run_load(url, key, model, requests, concurrency, max_tokens, timeout, prompt
                 next_index[0] += 1
             prompt = "%s %d: continue this list of words: time year people way day" % (prompt_prefix, index)
             start = time.monotonic() - origin
-            ttft, tokens, error, status = stream_one(url, key, model, prompt, max_tokens, timeout, api)
+            ttft, tokens, error, status = stream_one(url, key, model, prompt, max_tokens=max_tokens, timeout=timeout,
+                                                    api=api)
             record = {"index": index, "start_s": round(start, 3), "end_s": round(time.monotonic() - origin, 3),
                       "ttft_s": None if ttft is None else round(ttft, 4), "tokens": tokens, "status": status,
                       "error": error}
@@ -139,8 +141,9 @@ def main():
     parser.add_argument("--api", choices=["completions", "chat"], default="completions")
     parser.add_argument("--out", help="write the records and the summary here as JSON")
     args = parser.parse_args()
-    records, wall_s = run_load(args.url, args.key, args.model, args.requests, args.concurrency, args.max_tokens,
-                               args.timeout, args.prefix, args.api)
+    records, wall_s = run_load(args.url, args.key, args.model, requests=args.requests, concurrency=args.concurrency,
+                               max_tokens=args.max_tokens, timeout=args.timeout, prompt_prefix=args.prefix,
+                               api=args.api)
     result = {"summary": summarize(records, wall_s), "records": records}
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:

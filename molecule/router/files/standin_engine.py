@@ -76,7 +76,8 @@ def make_handler(args):
                 choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
                 self.reply(200, {"id": "cmpl-1", "object": "chat.completion" if chat else "text_completion",
                                  "created": int(time.time()), "model": args.model, "choices": [choice],
-                                 "usage": {"prompt_tokens": 8, "completion_tokens": tokens, "total_tokens": 8 + tokens}})
+                                 "usage": {"prompt_tokens": 8, "completion_tokens": tokens,
+                                           "total_tokens": 8 + tokens}})
                 return
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")

@@ -41,7 +41,8 @@ def without_drained(config, drained):
     names = {str((deployment.get("model_info") or {}).get("id")) for deployment in deployments}
     unknown = sorted(set(drained) - names)
     if unknown:
-        raise ConfigError("drained workstation(s) %s are not upstreams of the router: undrain them" % ", ".join(unknown))
+        raise ConfigError("drained workstation(s) %s are not upstreams of the router: undrain them"
+                          % ", ".join(unknown))
     kept = [deployment for deployment in deployments
             if str((deployment.get("model_info") or {}).get("id")) not in set(drained)]
     for model in sorted({deployment["model_name"] for deployment in deployments}):
@@ -76,7 +77,7 @@ def check(path):
         config = yaml.safe_load(handle)
     if not (config.get("general_settings") or {}).get("master_key"):
         raise ConfigError("%s has no general_settings.master_key: the router would serve without a key" % path)
-    from litellm import Router  # heavy import, only for the check
+    from litellm import Router  # noqa: PLC0415 (a heavy import, needed by the check only)
 
     Router(model_list=config["model_list"], **(config.get("router_settings") or {}))
     return config

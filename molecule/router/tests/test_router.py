@@ -1,0 +1,229 @@
+"""The router in front of two workstations serving one model name, as clients meet it: every request goes through
+the router on the frontend's loopback with the router's key, and where each lands is counted in the engines' own
+logs (vLLM's access lines), never taken from what the router says.
+
+Tests run in file order: the engine-stop and drain tests stop and start llmfleet-router-ws2's engine and drain it.
+"""
+
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import testinfra
+import yaml
+
+REPO = Path(__file__).resolve().parents[3]
+SCENARIO = Path(__file__).resolve().parents[1]
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+SETTINGS = yaml.safe_load((SCENARIO / "molecule.yml").read_text())["provisioner"]["inventory"]
+ROUTERS = SETTINGS["group_vars"]["routers"]
+WORKSTATIONS = SETTINGS["group_vars"]["workstations"]
+ROUTER_DEFAULTS = yaml.safe_load((REPO / "roles" / "router" / "defaults" / "main.yml").read_text())
+FRONTEND, WS1, WS2 = "llmfleet-router-fe", "llmfleet-router-ws1", "llmfleet-router-ws2"
+MODEL = WORKSTATIONS["vllm_service_served_model_name"]
+ROUTER_KEY = ROUTERS["router_api_key"]
+ROUTER = "http://%s:%d/v1" % (ROUTER_DEFAULTS["router_listen_address"], ROUTER_DEFAULTS["router_port"])
+LOAD = "/usr/local/bin/router_load.py"
+OUTPUT = REPO / "tests" / "output" / "router"
+# A bounded load: this many requests, this many at a time, this many tokens each.
+CONCURRENCY = 4
+MAX_TOKENS = 24
+
+
+def target(name):
+    return testinfra.get_host("ansible://%s?ansible_inventory=%s" % (name, INVENTORY))
+
+
+def address(name):
+    inspect = json.loads(subprocess.run(["podman", "inspect", "--format", "json", name], capture_output=True,
+                                        text=True, check=True).stdout)
+    return inspect[0]["NetworkSettings"]["IPAddress"]
+
+
+def install_load_client():
+    subprocess.run(["podman", "cp", str(SCENARIO / "files" / "router_load.py"), "%s:%s" % (FRONTEND, LOAD)],
+                   check=True)
+
+
+def run_load(url=ROUTER, key=ROUTER_KEY, model=MODEL, requests=40, prefix="Request"):
+    """A bounded load from the frontend; returns (summary, records)."""
+    out = "/tmp/load-%s.json" % prefix
+    result = subprocess.run(["podman", "exec", FRONTEND, "python3", LOAD, "--url", url, "--key", key, "--model", model,
+                             "--requests", str(requests), "--concurrency", str(CONCURRENCY), "--max-tokens",
+                             str(MAX_TOKENS), "--prefix", prefix, "--out", out],
+                            capture_output=True, text=True, timeout=900, check=True)
+    full = json.loads(target(FRONTEND).file(out).content_string)
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    (OUTPUT / ("load-%s.json" % prefix)).write_text(json.dumps(full, indent=1))
+    assert json.loads(result.stdout) == full["summary"]
+    return full["summary"], full["records"]
+
+
+def completions_since(name, since):
+    """How many /v1/completions requests the host's engine logged since `since` (epoch seconds)."""
+    log = target(name).check_output("journalctl -u vllm --since @%d -o cat --no-pager", int(since))
+    return sum(1 for line in log.splitlines() if "POST /v1/completions" in line)
+
+
+def first_completion_after(name, since):
+    """Epoch seconds of the first /v1/completions the host's engine logged after `since`, or None."""
+    log = target(name).check_output("journalctl -u vllm --since @%d -o short-unix --no-pager", int(since))
+    for line in log.splitlines():
+        if "POST /v1/completions" in line:
+            return float(line.split()[0])
+    return None
+
+
+def wait_for_engine(name, timeout=600):
+    host = target(name)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if host.run("python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:%d/health', "
+                    "timeout=5)\"", WORKSTATIONS.get("vllm_service_port", 8000)).rc == 0:
+            return
+        time.sleep(3)
+    raise AssertionError("%s's engine did not answer /health within %d s" % (name, timeout))
+
+
+def http(method, url, key, body=None):
+    """Status and body of one request made on the frontend."""
+    script = ("import json,sys,urllib.request,urllib.error\n"
+              "r=urllib.request.Request(sys.argv[1],data=sys.argv[3].encode() or None,method=sys.argv[4],"
+              "headers={'Authorization':'Bearer '+sys.argv[2],'Content-Type':'application/json'})\n"
+              "try:\n r=urllib.request.urlopen(r,timeout=60);print(r.status);print(r.read().decode())\n"
+              "except urllib.error.HTTPError as e:\n print(e.code);print(e.read().decode())\n")
+    result = target(FRONTEND).run("python3 -c %s %s %s %s %s", script, url, key, json.dumps(body) if body else "",
+                                  method)
+    status, _, text = result.stdout.partition("\n")
+    return int(status), text
+
+
+def test_router_runs_hardened_on_the_loopback_only():
+    host = target(FRONTEND)
+    service = host.service(ROUTER_DEFAULTS["router_service_name"])
+    assert service.is_running and service.is_enabled
+    properties = host.check_output("systemctl show %s -p User -p NoNewPrivileges -p ProtectSystem -p MemoryMax "
+                                   "-p Restart", ROUTER_DEFAULTS["router_service_name"])
+    assert "User=%s" % ROUTER_DEFAULTS["router_user"] in properties
+    assert "NoNewPrivileges=yes" in properties and "ProtectSystem=strict" in properties
+    assert "Restart=on-failure" in properties and "MemoryMax=infinity" not in properties
+    listening = host.check_output("ss -Hltn 'sport = :%d'", ROUTER_DEFAULTS["router_port"])
+    assert listening.split()[3] == "%s:%d" % (ROUTER_DEFAULTS["router_listen_address"], ROUTER_DEFAULTS["router_port"])
+    assert len(listening.splitlines()) == 1
+
+
+def test_router_lists_the_model_once_and_keeps_the_workstations_keys():
+    status, body = http("GET", ROUTER + "/models", ROUTER_KEY)
+    assert status == 200, body
+    assert [model["id"] for model in json.loads(body)["data"]] == [MODEL]
+    config = target(FRONTEND).file("/etc/llmfleet/router/upstreams.yaml")
+    assert config.mode == 0o640 and config.user == "root"
+    deployments = yaml.safe_load(config.content_string)["model_list"]
+    assert sorted((d["model_info"]["id"], d["litellm_params"]["api_base"], d["litellm_params"]["api_key"])
+                  for d in deployments) == [
+        (WS1, "http://%s:8000/v1" % address(WS1), SETTINGS["host_vars"][WS1]["vllm_service_api_key"]),
+        (WS2, "http://%s:8000/v1" % address(WS2), SETTINGS["host_vars"][WS2]["vllm_service_api_key"])]
+
+
+def test_bad_requests_get_the_routers_error_and_reach_no_workstation():
+    start = time.time() - 1
+    status, body = http("POST", ROUTER + "/completions", ROUTER_KEY,
+                        {"model": "no-such-model", "prompt": "hello", "max_tokens": 4})
+    assert status in (400, 404), body
+    assert "no-such-model" in body
+    status, body = http("POST", ROUTER + "/completions", SETTINGS["host_vars"][WS1]["vllm_service_api_key"],
+                        {"model": MODEL, "prompt": "hello", "max_tokens": 4})
+    assert status == 401, body
+    time.sleep(1)
+    assert completions_since(WS1, start) == 0 and completions_since(WS2, start) == 0
+
+
+def test_forty_requests_land_on_both_hosts_each_within_a_fair_share():
+    install_load_client()
+    start = time.time() - 1
+    summary, _ = run_load(requests=40, prefix="spread")
+    assert summary["failed"] == 0, summary
+    time.sleep(1)
+    landed = {WS1: completions_since(WS1, start), WS2: completions_since(WS2, start)}
+    (OUTPUT / "spread.json").write_text(json.dumps(landed))
+    assert sum(landed.values()) == 40, landed
+    # A fair share: each host between 30 % and 70 % of the requests.
+    assert all(12 <= count <= 28 for count in landed.values()), landed
+
+
+def test_router_overhead_against_one_host_straight():
+    direct, _ = run_load(url="http://%s:8000/v1" % address(WS1), key=SETTINGS["host_vars"][WS1]["vllm_service_api_key"],
+                         requests=40, prefix="direct")
+    routed, _ = run_load(requests=40, prefix="routed")
+    assert direct["failed"] == 0 and routed["failed"] == 0, (direct, routed)
+    ratios = {"ttft_median_ratio": routed["ttft_median_s"] / direct["ttft_median_s"],
+              "ttft_p95_ratio": routed["ttft_p95_s"] / direct["ttft_p95_s"],
+              "tokens_per_s_ratio": routed["tokens_per_s"] / direct["tokens_per_s"],
+              "direct": direct, "routed": routed}
+    (OUTPUT / "overhead.json").write_text(json.dumps(ratios, indent=1))
+    # Two engines behind the router against one: the router must not lose the second host's throughput.
+    assert ratios["tokens_per_s_ratio"] > 1.0, ratios
+
+
+def test_a_stopped_engine_fails_only_its_streams_and_gets_traffic_again_once_started():
+    summary = {}
+
+    def load():
+        summary["result"] = run_load(requests=80, prefix="stop")[0]
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    time.sleep(4)
+    stopped_at = time.time()
+    target(WS2).check_output("systemctl stop vllm")
+    loader.join(timeout=900)
+    result = summary["result"]
+    (OUTPUT / "stop.json").write_text(json.dumps(dict(result, stopped_at=stopped_at)))
+    # Only requests already streaming from the stopped host may fail; none fails before its first token.
+    assert result["failed_before_first_token"] == 0, result
+    assert result["failed_while_streaming"] <= CONCURRENCY, result
+    target(WS2).check_output("systemctl start vllm")
+    wait_for_engine(WS2)
+    ready_at = time.time()
+    back = run_load(requests=40, prefix="back")[0]
+    assert back["failed"] == 0, back
+    first = first_completion_after(WS2, ready_at - 1)
+    (OUTPUT / "back.json").write_text(json.dumps({"ready_at": ready_at, "first_request_at": first}))
+    assert first is not None, "the started engine got no request of 40"
+
+
+def drain(action):
+    """Run the router role's drain or undrain entry point for llmfleet-router-ws2 (drain.yml)."""
+    return subprocess.run(
+        ["ansible-playbook", "-i", INVENTORY, str(SCENARIO / "drain.yml"),
+         "-e", json.dumps({"router_drain_action": action, "router_drain_host": WS2})],
+        capture_output=True, text=True, timeout=600, check=False,
+        env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".cache" / "collections")))
+
+
+def test_drain_under_load_fails_no_request_and_undrain_brings_the_host_back():
+    summary = {}
+
+    def load():
+        summary["result"] = run_load(requests=60, prefix="drain")[0]
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    time.sleep(3)
+    drained = drain("drain")
+    drained_at = time.time()
+    assert drained.returncode == 0, drained.stdout[-3000:] + drained.stderr[-2000:]
+    loader.join(timeout=900)
+    assert summary["result"]["failed"] == 0, summary["result"]
+    after = run_load(requests=20, prefix="drained")[0]
+    assert after["failed"] == 0
+    assert completions_since(WS2, drained_at + 1) == 0
+    undrained = drain("undrain")
+    assert undrained.returncode == 0, undrained.stdout[-3000:] + undrained.stderr[-2000:]
+    time.sleep(2)
+    start = time.time()
+    assert run_load(requests=20, prefix="undrained")[0]["failed"] == 0
+    assert completions_since(WS2, start - 1) > 0
