@@ -154,3 +154,37 @@ def test_the_reference_model_plans_the_same_through_the_adapter():
     assert planned == plan.plan(config, TWO_24G, {"all_pairs_p2p_nvlink": True}, weight_bytes=39_770_000_000,
                                 tensor_parallel_size="2")
     assert planned["tensor_parallel_size"] == 2 and planned["interconnect"] == "nvlink"
+
+
+# ---- plan's steps -----------------------------------------------------------------------------------------------
+
+
+def test_auto_context_is_the_kv_cache_rounded_down_and_bounded_by_the_model():
+    common = {"kv_per_token": 1024, "kv_cache_bytes": 0, "kv_dtype": "auto", "where": "one GPU", "loaded_weights": 0}
+    assert plan.context_length(None, 131072, kv_tokens=70000, **common) == (69632, None)
+    assert plan.context_length(None, 8192, kv_tokens=70000, **common) == (8192, None)
+    length, problem = plan.context_length(None, 131072, kv_tokens=1500, **common)
+    assert length == 0 and "less than the 2048-token minimum context" in problem
+
+
+def test_requested_context_is_checked_against_the_model_and_the_kv_cache():
+    common = {"kv_per_token": 1024, "kv_cache_bytes": 0, "kv_dtype": "fp8", "where": "one GPU", "loaded_weights": 0}
+    assert plan.context_length(8192, 131072, kv_tokens=70000, **common) == (8192, None)
+    assert "longer than the model's own limit of 4096" in plan.context_length(8192, 4096, kv_tokens=70000,
+                                                                                **common)[1]
+    assert "lower max_model_len to 5120 or less" in plan.context_length(8192, 131072, kv_tokens=5500, **common)[1]
+
+
+def test_the_share_outside_the_budget_must_hold_the_cuda_context_and_graphs():
+    gib = memory.GIB
+    assert plan.outside_budget_problem(0.92, outside=2 * gib, gpu_bytes=24 * gib, cuda_visible=23 * gib) is None
+    problem = plan.outside_budget_problem(0.99, outside=gib // 4, gpu_bytes=24 * gib, cuda_visible=23 * gib)
+    assert "lower gpu_memory_utilization to 0.95" in problem
+
+
+def test_marlin_kernels_from_ampere_on():
+    notes = []
+    assert plan.quantization_flag("awq", [{"name": "NVIDIA GeForce RTX 3090"}], "RTX 3090", notes) == "awq_marlin"
+    assert plan.quantization_flag("gptq", [{"name": "Tesla V100"}], "Tesla V100", notes) == "gptq"
+    assert plan.quantization_flag("none", [], "x", notes) is None
+    assert len(notes) == 1 and "Marlin kernels need an Ampere" in notes[0]
