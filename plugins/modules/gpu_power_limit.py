@@ -23,8 +23,8 @@ description:
 options:
   limit_w:
     description:
-      - The limit in watts for every GPU, or a dict of GPU index to watts (C({0: 280, 1: 300})); a GPU the dict
-        leaves out, or whose value is null, keeps its limit.
+      - "The limit in watts for every GPU, or a dict of GPU index to watts (C({0: 280, 1: 300})); a GPU the dict
+        leaves out, or whose value is null, keeps its limit."
       - Null changes nothing.
     type: raw
     required: true
