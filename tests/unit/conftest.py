@@ -52,7 +52,15 @@ def _collection_root():
 sys.path.insert(0, str(_collection_root()))
 
 import pynvml  # noqa: E402  (after the path set-up, like every import of the collection)
+from ansible.module_utils import _internal as module_utils_internal  # noqa: E402
 from ansible.module_utils.testing import patch_module_args  # noqa: E402
+
+# The first import of controller code (ansible.errors, which every filter raises) flips ansible-core's process-wide
+# is_controller switch, after which module.warn() in the module tests goes to the controller's display instead of
+# the module result. Import it once here, before any test module, and put the switch back.
+_WAS_CONTROLLER = module_utils_internal.is_controller
+import ansible.errors  # noqa: E402,F401
+module_utils_internal.is_controller = _WAS_CONTROLLER
 
 
 def nvml_text(value):
