@@ -5,6 +5,7 @@ Run by the router's systemd unit before each start and reload (as the router's u
     router_config.py apply --base /etc/llmfleet/router/upstreams.yaml \
         --drained /var/lib/llmfleet/router/drained.json --out /var/lib/llmfleet/router/config.yaml
     router_config.py check FILE     # the role validates a new file with LiteLLM's own Router before installing it
+    router_config.py drain|undrain --drained FILE --host NAME   # the drain entry points, one locked update
 
 A drained workstation's deployments (model_info.id is its inventory name) are left out. A drain that would leave a
 model with no workstation is refused, and so is a drained name that is no deployment: the reload then fails and
@@ -12,6 +13,7 @@ the router keeps serving from the configuration it had.
 """
 
 import argparse
+import fcntl
 import json
 import os
 import sys
@@ -71,6 +73,29 @@ def apply(base, drained_path, out):
     return effective
 
 
+def update_drained(path, host, action):
+    """Add (drain) or remove (undrain) one name under a lock, so hosts draining at once lose no update.
+
+    Returns True when the file changed. The file stays readable by the router's group (the caller's umask is not).
+    """
+    with open(path + ".lock", "a", encoding="utf-8") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        drained = set(read_drained(path))
+        updated = drained | {host} if action == "drain" else drained - {host}
+        if updated == drained:
+            return False
+        temporary = path + ".new"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(sorted(updated), handle)
+            handle.write("\n")
+        # Owned as before, or, for a new file, by its directory's group (the router's).
+        stats = os.stat(path) if os.path.exists(path) else os.stat(os.path.dirname(os.path.abspath(path)))
+        os.chown(temporary, os.getuid() if not os.path.exists(path) else stats.st_uid, stats.st_gid)
+        os.chmod(temporary, 0o640)
+        os.replace(temporary, path)
+        return True
+
+
 def check(path):
     """Load the file as LiteLLM's proxy would and build its Router: a bad deployment fails here, not at start."""
     with open(path, encoding="utf-8") as handle:
@@ -92,9 +117,16 @@ def main():
     apply_parser.add_argument("--out", required=True)
     check_parser = commands.add_parser("check")
     check_parser.add_argument("path")
+    for action in ("drain", "undrain"):
+        drain_parser = commands.add_parser(action)
+        drain_parser.add_argument("--drained", required=True)
+        drain_parser.add_argument("--host", required=True)
     args = parser.parse_args()
     try:
-        if args.command == "apply":
+        if args.command in ("drain", "undrain"):
+            changed = update_drained(args.drained, args.host, args.command)
+            sys.stdout.write("%s %s\n" % ("changed" if changed else "unchanged", args.host))
+        elif args.command == "apply":
             effective = apply(args.base, args.drained, args.out)
             served = sorted({str(deployment["model_info"]["id"]) for deployment in effective["model_list"]})
             sys.stdout.write("router serves from %s\n" % ", ".join(served))

@@ -77,3 +77,16 @@ def test_check_refuses_a_file_without_the_routers_key(tmp_path):
     path.write_text(yaml.safe_dump({"model_list": CONFIG["model_list"], "general_settings": {}}))
     with pytest.raises(router_config.ConfigError, match="master_key"):
         router_config.check(str(path))
+
+
+def test_drain_and_undrain_update_the_list_once_each_and_keep_the_directorys_group(tmp_path):
+    drained = str(tmp_path / "drained.json")
+    assert router_config.update_drained(drained, "ws-b", "drain") is True
+    assert router_config.update_drained(drained, "ws-a", "drain") is True
+    assert router_config.update_drained(drained, "ws-a", "drain") is False
+    assert json.loads(Path(drained).read_text()) == ["ws-a", "ws-b"]
+    assert Path(drained).stat().st_gid == tmp_path.stat().st_gid
+    assert stat.S_IMODE(Path(drained).stat().st_mode) == 0o640
+    assert router_config.update_drained(drained, "ws-b", "undrain") is True
+    assert router_config.update_drained(drained, "ws-z", "undrain") is False
+    assert json.loads(Path(drained).read_text()) == ["ws-a"]
