@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-import testinfra.utils.ansible_runner
+import testinfra
 import yaml
 
 REPO = Path(__file__).resolve().parents[3]
@@ -19,11 +19,10 @@ WEBHOOK_LOG = "/var/tmp/llmfleet-webhook.jsonl"
 GATE_DEFAULTS = yaml.safe_load((REPO / "roles/gpu_gates/defaults/main.yml").read_text())
 
 testinfra_hosts = [MONITOR]
-RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
 
 
 def workstation():
-    return RUNNER.get_host(WORKSTATION)
+    return testinfra.get_host("ansible://%s?ansible_inventory=%s" % (WORKSTATION, INVENTORY))
 
 
 def api(host, url):
@@ -45,8 +44,8 @@ def wait_for(what, probe, timeout=150, step=5):
         time.sleep(step)
 
 
-def firing(host, alertname, **labels):
-    alerts = api(host, PROMETHEUS + "/api/v1/alerts")["data"]["alerts"]
+def firing(monitor, alertname, **labels):
+    alerts = api(monitor, PROMETHEUS + "/api/v1/alerts")["data"]["alerts"]
     return [alert for alert in alerts if alert["labels"]["alertname"] == alertname and alert["state"] == "firing"
             and all(alert["labels"].get(key) == value for key, value in labels.items())]
 
