@@ -34,3 +34,14 @@ def test_a_key_loopback_or_an_explicit_yes_pass(tmp_path, extra):
     failed, result = validate(tmp_path, **extra)
     assert not failed, result.get("msg")
     assert result and not result.get("failed")
+
+
+def test_a_memory_share_above_the_planners_ceiling_is_refused(tmp_path):
+    """The ceiling is the planner's own (vllm_plan_limit), not a second copy of 0.95 in the role."""
+    run = ansible_run.run_role(tmp_path, "llmfleet.workstation.vllm_service",
+                               {"vllm_service_model": "/srv/models/tiny", "vllm_service_served_model_name": "tiny",
+                                "vllm_service_host": "127.0.0.1", "vllm_service_gpu_memory_utilization": 0.97},
+                               tasks_from="validate", check=True)
+    refusal = run.tasks()["Refuse a GPU memory share that runs out of memory under load"]
+    assert run.failed() and refusal["failed"]
+    assert "vllm_service_gpu_memory_utilization is 0.97; it must be above 0 and at most 0.95" in refusal["msg"]
