@@ -14,8 +14,8 @@ import hashlib
 import json
 import os
 import re
-import shlex
 import subprocess
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +24,9 @@ import pytest
 import testinfra
 import yaml
 from fleet_settings import ADMIN
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests" / "harness"))
+from target_http import curl_in, json_api  # noqa: E402 - the scenarios' shared helper, on the path just above
 
 REPO = Path(__file__).resolve().parents[3]
 SCENARIO = Path(__file__).resolve().parents[1]
@@ -89,10 +92,7 @@ def tasks_run(report, host):
 
 def curl(host, url, *args):
     """(HTTP status, body) of a request made on the host itself."""
-    command = "curl -sS -o /tmp/fleet-curl-body -w '%%{http_code}' %s %s" % (
-        " ".join(shlex.quote(arg) for arg in args), shlex.quote(url))
-    status = host.run(command)
-    return int(status.stdout or 0), host.file("/tmp/fleet-curl-body").content_string
+    return curl_in(host, url, *args, body_path="/tmp/fleet-curl-body")
 
 
 def engine(host, path, *args):
@@ -145,17 +145,8 @@ def address_of(container_name):
 
 
 def webui(host, method, path, token=None, body=None):
-    command = ["curl", "-s", "-o", "/tmp/fleet-owui", "-w", "%{http_code}", "-X", method, WEBUI_URL + path]
-    if token:
-        command += ["-H", "Authorization: Bearer " + token]
-    if body is not None:
-        command += ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
-    status = int(host.check_output(" ".join(shlex.quote(part) for part in command)))
-    text = host.file("/tmp/fleet-owui").content_string
-    try:
-        return status, json.loads(text)
-    except ValueError:
-        return status, None
+    """(HTTP status, parsed JSON or None) of a call to Open WebUI's API made on the frontend."""
+    return json_api(host, method, WEBUI_URL + path, token=token, body=body, body_path="/tmp/fleet-owui")
 
 
 # ---- site.yml's run: one bad host does not take the fleet down --------------------------------------------------
