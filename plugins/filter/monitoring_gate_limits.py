@@ -14,7 +14,8 @@ name: monitoring_gate_limits
 short_description: Each workstation's temperature limits, from the gates' own variables
 version_added: 0.1.0
 description:
-  - Per host, C(core) and C(memory) limits in degrees C: the host's C(gpu_gates_max_core_temp_c) and
+  - >-
+    Per host, C(core) and C(memory) limits in degrees C: the host's C(gpu_gates_max_core_temp_c) and
     C(gpu_gates_max_memory_temp_c), else the gpu_gates role's defaults (read from that role). A value that is not a
     whole number of degrees is refused, naming the variable and the host.
 options:

@@ -14,11 +14,13 @@ name: monitoring_rule_tests
 short_description: promtool unit tests for every alert rule of monitoring_rules
 version_added: 0.1.0
 description:
-  - One C(promtool test rules) document per rule group: each alert fires for a series past its threshold only after
+  - >-
+    One C(promtool test rules) document per rule group: each alert fires for a series past its threshold only after
     its C(for:) duration, and stays quiet at the threshold itself (a GPU at exactly its gate limit), for series it
     must ignore (a power cap beside thermal throttling, a down link where the profile expects no NVLink) and for
     healthy targets.
-  - Pure function, no I/O.
+  - >-
+    Pure function, no I/O.
 positional: settings, rules_dir
 options:
   _input:

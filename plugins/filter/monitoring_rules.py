@@ -14,11 +14,14 @@ name: monitoring_rules
 short_description: Prometheus alert rule files for the fleet, thresholds from the gates' limits
 version_added: 0.1.0
 description:
-  - Rule documents by group (C(llmfleet_gpu), C(llmfleet_exporter), C(llmfleet_engine)): memory junction and core
+  - >-
+    Rule documents by group (C(llmfleet_gpu), C(llmfleet_exporter), C(llmfleet_engine)): memory junction and core
     over the host's gate limit, thermal throttling, power brake and power cap, NVLink links down where expected,
     exporter or NVML down, engine down, KV cache full, requests waiting. Hosts with the same limit share a rule.
-  - Durations and thresholds are checked; a bad one is refused naming the role variable.
-  - Pure function, no I/O.
+  - >-
+    Durations and thresholds are checked; a bad one is refused naming the role variable.
+  - >-
+    Pure function, no I/O.
 positional: settings
 options:
   _input:
@@ -27,7 +30,8 @@ options:
     required: true
   settings:
     description:
-      - C(temperature_for), C(throttle_for), C(power_cap_for), C(nvlink_for), C(down_for), C(kv_cache_for),
+      - >-
+        C(temperature_for), C(throttle_for), C(power_cap_for), C(nvlink_for), C(down_for), C(kv_cache_for),
         C(waiting_for) (Prometheus durations), C(kv_cache_threshold) (0-1) and C(waiting_threshold) (requests).
     type: dict
     required: true

@@ -14,10 +14,12 @@ name: monitoring_targets
 short_description: Prometheus file_sd target groups for the workstations' GPU exporters and vLLM engines
 version_added: 0.1.0
 description:
-  - One target group per host for its GPU exporter (from C(gpu_exporter_url), which the gpu_exporter role's
+  - >-
+    One target group per host for its GPU exporter (from C(gpu_exporter_url), which the gpu_exporter role's
     C(endpoint) entry point sets) and one for its engine (where the vllm_service role advertises it, by the rule of
     P(llmfleet.workstation.vllm_service_endpoint#filter)), each labelled C(host) with the inventory name.
-  - Reads nothing but the vllm_service role's default port, where a host sets none.
+  - >-
+    Reads nothing but the vllm_service role's default port, where a host sets none.
 options:
   _input:
     description: Each workstation's variables by inventory name (a slice of C(hostvars)).
