@@ -192,8 +192,13 @@ def test_check_mode_says_what_would_change_and_changes_nothing():
 def test_the_cap_survives_a_reboot_of_the_target(host):
     restarted = subprocess.run(["podman", "restart", HOST_NAME], capture_output=True, text=True, check=False)
     assert restarted.returncode == 0, restarted.stderr
-    booted = subprocess.run(["podman", "exec", HOST_NAME, "systemctl", "is-system-running", "--wait"],
-                            capture_output=True, text=True, check=False, timeout=180)
+    # Right after the restart systemd's bus may not be up yet ("Failed to connect to bus"): ask again until it is.
+    for _attempt in range(60):
+        booted = subprocess.run(["podman", "exec", HOST_NAME, "systemctl", "is-system-running", "--wait"],
+                                capture_output=True, text=True, check=False, timeout=180)
+        if booted.stdout.strip() in ("running", "degraded"):
+            break
+        time.sleep(2)
     assert booted.stdout.strip() in ("running", "degraded"), booted.stdout + booted.stderr
     rebooted = testinfra.get_host("ansible://%s?ansible_inventory=%s" % (HOST_NAME, INVENTORY))
     unit = dict(line.split("=", 1) for line in rebooted.run(
