@@ -16,9 +16,10 @@ name: gateway_client_key_table
 short_description: Check the gateway's client keys and turn them into the patterns nginx matches
 version_added: 0.1.0
 description:
-  - Checks a list of client keys (C({name, key, state})) as the gateway role takes them from the vault: a list of
-    mappings, names unique and plain (they are logged), keys at least O(min_key_length) characters of a bearer
-    token's alphabet, no key in two entries or among O(reserved_keys), states C(present) or C(revoked).
+  - Checks a list of client keys (each with C(name), C(key) and C(state)) as the gateway role takes them from the
+    vault - a list of mappings, names unique and plain (they are logged), keys at least O(min_key_length)
+    characters of a bearer token's alphabet, no key in two entries or among O(reserved_keys), states C(present)
+    or C(revoked).
   - Returns the present and the revoked entries apart, each as its name and a case-sensitive nginx map regex that
     matches exactly C(Authorization) C(Bearer KEY) (the scheme in any case). nginx lowercases a map's plain string
     keys, which would accept a key in any case; the regex does not.
