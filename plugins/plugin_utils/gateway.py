@@ -53,7 +53,7 @@ def _check_entry(entry: Any, index: int, variable: str, min_key_length: int) -> 
         raise _problem(variable, "%s has no key." % where)
     if len(key) < min_key_length:
         raise _problem(variable, "%s has a key of %d characters; keys need at least %d (gateway_client_key_min_length)."
-                        % (where, len(key), min_key_length))
+                       % (where, len(key), min_key_length))
     if not KEY_PATTERN.match(key):
         raise _problem(variable, "%s has a key with characters a bearer token may not carry; use letters, digits and "
                        "'-._~+/' (and '=' only at the end)." % where)
@@ -86,7 +86,7 @@ def gateway_client_key_table(
         raise _problem(variable, "must be a list, got %s." % type(entries).__name__)
     if not isinstance(min_key_length, int) or min_key_length < 16:
         raise ValueError("gateway_client_key_min_length is %r: set it to 16 or more (32 is the default)."
-                                  % (min_key_length,))
+                         % (min_key_length,))
     checked = [_check_entry(entry, index, variable, min_key_length) for index, entry in enumerate(entries)]
     seen_names: dict[str, int] = {}
     seen_keys: dict[str, str] = {}
@@ -103,7 +103,7 @@ def gateway_client_key_table(
         seen_keys[entry["key"]] = entry["name"]
         if entry["key"] in reserved:
             raise _problem(variable, "'%s' has the router's own key (router_api_key); clients get keys of their own."
-                            % entry["name"])
+                           % entry["name"])
     table: dict[str, list[dict[str, str]]] = {"present": [], "revoked": []}
     for entry in checked:
         table[entry["state"]].append({"name": entry["name"], "pattern": _pattern(entry["key"])})
@@ -114,7 +114,7 @@ def gateway_subject_alt_names(names: Any, variable: str = "gateway_tls_names") -
     """Turn host names and addresses into X.509 subjectAltName entries (DNS:... / IP:...), in order, once each."""
     if not isinstance(names, list):
         raise ValueError("%s must be a list of host names and addresses, got %s."
-                                  % (variable, type(names).__name__))
+                         % (variable, type(names).__name__))
     result: list[str] = []
     for name in names:
         if name is None or str(name).strip() == "":
@@ -131,5 +131,5 @@ def gateway_subject_alt_names(names: Any, variable: str = "gateway_tls_names") -
             result.append(entry)
     if not result:
         raise ValueError("%s is empty: list at least one name or address clients use to reach the frontend."
-                                  % variable)
+                         % variable)
     return result
