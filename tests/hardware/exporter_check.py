@@ -119,8 +119,8 @@ def compare_gpu(comparison, table, row, reasons_mask):
                               ("power limit default W", "llmfleet_gpu_power_limit_default_watts",
                                "power_default_limit_w")):
         comparison.within(gpu, figure, series(table, name, gpu), row[key], 0.5)
-    comparison.add(gpu, "power limit W (set, nvidia-smi power.limit)", series(table, "llmfleet_gpu_power_limit_watts",
-                                                                                gpu), row["power_limit_w"], "info")
+    enforced = series(table, "llmfleet_gpu_power_limit_watts", gpu)
+    comparison.add(gpu, "power limit W (set, nvidia-smi power.limit)", enforced, row["power_limit_w"], "info")
     total = series(table, "llmfleet_gpu_memory_total_bytes", gpu)
     comparison.exact(gpu, "memory total MiB", None if total is None else int(total // MIB),
                      as_int(row["memory_total_mib"]))
@@ -343,8 +343,8 @@ def report(out):
                            ("nvidia_smi", "nvidia-smi, the same figures (%d commands)" % len(SMI_COMMANDS))):
             figures = bench_result.get(key)
             if figures:
-                lines.append("- %s: median %s ms, p95 %s ms over %d runs" % (title, figures["median_ms"],
-                                                                              figures["p95_ms"], figures["runs"]))
+                lines.append("- %s: median %s ms, p95 %s ms over %d runs"
+                             % (title, figures["median_ms"], figures["p95_ms"], figures["runs"]))
         lines.append("- ratio (nvidia-smi median / exporter scrape median): %s"
                      % bench_result.get("ratio_smi_to_exporter_median"))
         lines.append("- nvidia-smi commands: `%s`" % "`, `".join(bench_result["nvidia_smi_commands"]))

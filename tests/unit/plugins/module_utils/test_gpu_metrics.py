@@ -143,8 +143,8 @@ def test_readings_of_a_bridged_pair(fake_nvml):
                                          "power_draw_mw", "power_limit_mw", "power_min_limit_mw",
                                          "power_max_limit_mw", "power_default_limit_mw", "memory_total_bytes",
                                          "pcie_current_width")} == {
-        "index": 1, "core_temp_c": 40, "memory_temp_c": 97, "clock_event_reasons": ["sw_power_cap",
-                                                                                   "sw_thermal_slowdown"],
+        "index": 1, "core_temp_c": 40, "memory_temp_c": 97,
+        "clock_event_reasons": ["sw_power_cap", "sw_thermal_slowdown"],
         "power_draw_mw": 30000, "power_limit_mw": 350000, "power_min_limit_mw": 100000,
         "power_max_limit_mw": 400000, "power_default_limit_mw": 350000, "memory_total_bytes": 24576 * 1024 * 1024,
         "pcie_current_width": 16}

@@ -86,8 +86,8 @@ def test_outside_the_range_is_refused_with_the_range_before_any_change(fake_nvml
 
 def test_below_the_minimum_is_refused_too(fake_nvml, monkeypatch):
     Driver(fake_nvml, monkeypatch, dual_3090())
-    with pytest.raises(gpu_power_limit.LimitError, match=r"^GPU 0 .*: power limit 99.5 W is outside the card's "
-                                                          r"range 100-400 W"):
+    refusal = r"^GPU 0 .*: power limit 99.5 W is outside the card's range 100-400 W"
+    with pytest.raises(gpu_power_limit.LimitError, match=refusal):
         run(99.5)
 
 
