@@ -5,11 +5,6 @@
 
 from __future__ import annotations
 
-from ansible.errors import AnsibleLookupError
-from ansible.plugins.lookup import LookupBase
-
-from ansible_collections.llmfleet.workstation.plugins.plugin_utils.role_defaults import role_default
-
 DOCUMENTATION = r"""
 name: role_default
 short_description: The default of a variable, read from the role of this collection that owns it
@@ -43,6 +38,12 @@ _raw:
   type: list
   elements: raw
 """
+
+# Plugins import after DOCUMENTATION/EXAMPLES/RETURN, as modules do (ansible-test validate-modules).
+from ansible.errors import AnsibleLookupError  # noqa: E402
+from ansible.plugins.lookup import LookupBase  # noqa: E402
+
+from ansible_collections.llmfleet.workstation.plugins.plugin_utils.role_defaults import role_default  # noqa: E402
 
 
 class LookupModule(LookupBase):

@@ -52,6 +52,10 @@ def _positive_int(value: Any) -> int:
         return 0
 
 
+def _median(level: Mapping[str, Any], key: str) -> Any:
+    return (level.get(key) or {}).get("median")
+
+
 def roofline(bandwidth_gbps: Any, weight_gb: Any, tensor_parallel_size: Any) -> Optional[float]:
     """Decode ceiling of one stream: each GPU reads its share of the weights once per token, GB/s / GB = tok/s.
     None where the weight size or the tensor-parallel size is unknown."""
@@ -99,8 +103,8 @@ def row(result: Mapping[str, Any], host: str, model: Any, url: str, *, engine: O
         "aggregate_tps": (last.get("aggregate_tokens_per_second") or {}).get("median"),
         "aggregate_concurrency": last.get("concurrency"),
         # In the order measured, as llm_benchmark returns them.
-        "aggregates": ", ".join("c=%s: %s" % (level["concurrency"], (level.get("aggregate_tokens_per_second") or {})
-                                               .get("median")) for level in result.get("levels") or []),
+        "aggregates": ", ".join("c=%s: %s" % (level["concurrency"], _median(level, "aggregate_tokens_per_second"))
+                                for level in result.get("levels") or []),
         "ceiling_tps": ceiling_tps,
         "ceiling_fraction": round(single / ceiling_tps, 2) if ceiling_tps and single is not None else None,
         "envelope": envelope_verdict(result),

@@ -59,7 +59,7 @@ from ansible.module_utils.testing import patch_module_args  # noqa: E402
 # is_controller switch, after which module.warn() in the module tests goes to the controller's display instead of
 # the module result. Import it once here, before any test module, and put the switch back.
 _WAS_CONTROLLER = module_utils_internal.is_controller
-import ansible.errors  # noqa: E402,F401
+importlib.import_module("ansible.errors")
 module_utils_internal.is_controller = _WAS_CONTROLLER
 
 

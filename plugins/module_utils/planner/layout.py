@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Tuple
 
 
-
 def tp_problem(shape: Dict[str, int], tp: int, group: int) -> Optional[str]:
     """Why this tensor-parallel size cannot split the model, or None."""
     if shape["heads"] % tp:

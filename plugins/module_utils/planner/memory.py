@@ -85,12 +85,12 @@ def gib(value: float) -> str:
 def gpu_memory(gpu_facts: Any, count: Optional[int] = None) -> Tuple[List[Dict[str, Any]], int]:
     if not isinstance(gpu_facts, dict):
         raise PlanError("vllm_plan: gpu_facts must be the host's ansible_facts.llmfleet_gpu (a dict) from "
-                                 "llmfleet.workstation.gpu_facts, got %s" % type(gpu_facts).__name__)
+                        "llmfleet.workstation.gpu_facts, got %s" % type(gpu_facts).__name__)
     gpus = gpu_facts.get("gpus") or []
     if not gpus:
         raise PlanError("vllm_plan: no GPUs in gpu_facts: run llmfleet.workstation.gpu_facts on the host "
-                                 "first (role gpu_gates) and pass ansible_facts.llmfleet_gpu; a host without an "
-                                 "NVIDIA GPU cannot serve with vLLM's CUDA build")
+                        "first (role gpu_gates) and pass ansible_facts.llmfleet_gpu; a host without an "
+                        "NVIDIA GPU cannot serve with vLLM's CUDA build")
     gpus = gpus[:count] if count else gpus
     for position, card in enumerate(gpus):
         if not isinstance(card, dict) or not card.get("memory_total_mib"):

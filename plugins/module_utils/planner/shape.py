@@ -31,7 +31,7 @@ def model_config(config: Any) -> Dict[str, Any]:
     """The text model's config: the top level overridden by a nested text_config (multimodal models)."""
     if not isinstance(config, dict):
         raise PlanError("vllm_plan: the input must be the model's config.json as a dict, got %s: %s"
-                                 % (type(config).__name__, CONFIG_FIX))
+                        % (type(config).__name__, CONFIG_FIX))
     merged = dict(config)
     text_config = config.get("text_config")
     if isinstance(text_config, dict):
@@ -71,7 +71,7 @@ def model_shape(config: Dict[str, Any]) -> Dict[str, int]:
     if head_dim is None:
         if hidden % heads:
             raise PlanError("vllm_plan: hidden_size %d is not a multiple of num_attention_heads %d and the "
-                                     "config has no head_dim: add head_dim to the config" % (hidden, heads))
+                            "config has no head_dim: add head_dim to the config" % (hidden, heads))
         head_dim = hidden // heads
     intermediate = config["intermediate_size"]
     if isinstance(intermediate, list):  # a few configs list it per layer
@@ -106,7 +106,7 @@ def weight_format(config: Dict[str, Any], quantization: str) -> Tuple[str, int, 
     requested = str(quantization or "auto").lower()
     if requested not in ("auto",) + QUANTIZED_4BIT + UNQUANTIZED:
         raise PlanError("vllm_plan: quantization must be one of auto, awq, awq_marlin, gptq, gptq_marlin, "
-                                 "none, fp16, bf16; got %r" % quantization)
+                        "none, fp16, bf16; got %r" % quantization)
     base = requested.replace("_marlin", "")
     if requested == "auto":
         method = declared or "none"

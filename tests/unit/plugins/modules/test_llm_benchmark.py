@@ -11,6 +11,7 @@ from ansible_collections.llmfleet.workstation.plugins.module_utils import openai
 from ansible_collections.llmfleet.workstation.plugins.module_utils.openai_bench import BenchError, run_benchmark
 from ansible_collections.llmfleet.workstation.plugins.modules import llm_benchmark
 
+
 def params(base_url, **overrides):
     values = {
         "base_url": base_url, "api_key": None, "model": MODEL, "prompt_tokens": 64, "max_tokens": 20,

@@ -38,10 +38,10 @@ def test_a_variable_its_owner_lacks_is_named(tmp_path):
 
 @needs_ansible
 def test_the_lookup_in_a_play_and_an_inventory_value_still_wins(tmp_path):
+    limit = ("{{ gpu_gates_max_core_temp_c | default(lookup('llmfleet.workstation.role_default', "
+             "'gpu_gates_max_core_temp_c')) }}")
     play = [{"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": [
-        {"name": "Read", "ansible.builtin.set_fact": {"limit": "{{ gpu_gates_max_core_temp_c | default("
-                                                                "lookup('llmfleet.workstation.role_default', "
-                                                                "'gpu_gates_max_core_temp_c')) }}"}},
+        {"name": "Read", "ansible.builtin.set_fact": {"limit": limit}},
         {"name": "Show", "ansible.builtin.debug": {"var": "limit"}}]}]
     (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
     assert run_playbook(tmp_path / "play.yml").tasks()["Show"]["limit"] == 85

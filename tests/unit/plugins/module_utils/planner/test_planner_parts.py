@@ -170,8 +170,8 @@ def test_auto_context_is_the_kv_cache_rounded_down_and_bounded_by_the_model():
 def test_requested_context_is_checked_against_the_model_and_the_kv_cache():
     common = {"kv_per_token": 1024, "kv_cache_bytes": 0, "kv_dtype": "fp8", "where": "one GPU", "loaded_weights": 0}
     assert plan.context_length(8192, 131072, kv_tokens=70000, **common) == (8192, None)
-    assert "longer than the model's own limit of 4096" in plan.context_length(8192, 4096, kv_tokens=70000,
-                                                                                **common)[1]
+    _length, problem = plan.context_length(8192, 4096, kv_tokens=70000, **common)
+    assert "longer than the model's own limit of 4096" in problem
     assert "lower max_model_len to 5120 or less" in plan.context_length(8192, 131072, kv_tokens=5500, **common)[1]
 
 
