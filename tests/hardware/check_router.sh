@@ -29,7 +29,7 @@ assemble /tmp/router-site router
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/ansible-site \
   "$carry"/wheels/*.whl || exit 2
 : > "$out/report.md"
-say "$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1); $(date -u '+%F %H:%M UTC')"
+say "$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1); $(date -u '+%F %H:%M UTC'); engines ${ENGINES:-2}${EAGER:+, eager mode (no torch.compile, no CUDA graphs)}"
 
 # The model directory: its config.json (real shapes, --load-format dummy) and a stand-in tokenizer.
 mdir=/tmp/router-model/$model
@@ -45,7 +45,7 @@ cp "$carry"/tok/* "$mdir"/
 start_engine() {  # port key log
   PYTHONPATH=/tmp/vllm-site setsid python3 -m vllm.entrypoints.openai.api_server --model "$mdir" \
     --served-model-name "$model" --load-format dummy --host 127.0.0.1 --port "$1" --api-key "$2" \
-    --gpu-memory-utilization 0.40 --max-model-len 4096 --max-num-seqs 64 >"$3" 2>&1 &
+    --gpu-memory-utilization 0.40 --max-model-len 4096 --max-num-seqs 64 ${EAGER:+--enforce-eager} >"$3" 2>&1 &
   echo $!
 }
 wait_engine() {  # port key pid log
@@ -58,20 +58,40 @@ wait_engine() {  # port key pid log
   say "engine on :$1 answering after $((SECONDS - started)) s"
 }
 # One after the other: each engine sizes its KV cache from the memory it sees free.
-pid_a=$(start_engine 8001 key-a "$out/engine-a.log"); wait_engine 8001 key-a "$pid_a" "$out/engine-a.log"
-pid_b=$(start_engine 8002 key-b "$out/engine-b.log"); wait_engine 8002 key-b "$pid_b" "$out/engine-b.log"
+# Engines a previous run of this script left answering on this machine are used again (a start costs minutes).
+engine() {  # name port key
+  local pid
+  pid=$(pgrep -f -- "--port $2 --api-key $3" | head -1)
+  if [ -n "$pid" ] && curl -sf -o /dev/null -H "Authorization: Bearer $3" "http://127.0.0.1:$2/v1/models"; then
+    say "engine on :$2 already answering (pid $pid)"
+    ln -sf "/proc/$pid/fd/1" "$out/engine-$1.log"  # its log, wherever an earlier run wrote it
+  else
+    pid=$(start_engine "$2" "$3" "/tmp/engine-$1.log"); wait_engine "$2" "$3" "$pid" "/tmp/engine-$1.log"
+    ln -sf "/tmp/engine-$1.log" "$out/engine-$1.log"
+  fi
+  echo "$pid" > "/tmp/engine-$1.pid"
+}
+# ENGINES=1: engine-b stays drained throughout (a short lease measures the router's cost only).
+engines=${ENGINES:-2}
+engine a 8001 key-a; [ "$engines" = 2 ] && engine b 8002 key-b
+pid_a=$(cat /tmp/engine-a.pid); pid_b=$(cat /tmp/engine-b.pid 2>/dev/null)
 
 # The router as the role runs it: the role's filters and defaults write upstreams.yaml, router_config.py applies the
 # drained list, LiteLLM starts with the unit's arguments and environment.
 export PYTHONPATH=/tmp/ansible-site PATH=/tmp/ansible-site/bin:$PATH
 collections=$(mktemp -d); mkdir -p "$collections/ansible_collections/llmfleet"
 ln -s "$repo" "$collections/ansible_collections/llmfleet/workstation"
-rdir=/tmp/router-etc; mkdir -p "$rdir"; echo '[]' > "$rdir/drained.json"
+rdir=/tmp/router-etc; mkdir -p "$rdir"
+if [ "$engines" = 2 ]; then echo '[]'; else echo '["engine-b"]'; fi > "$rdir/drained.json"
 ANSIBLE_COLLECTIONS_PATH=$collections ANSIBLE_LOCALHOST_WARNING=false ANSIBLE_HOME=$collections/home \
   ansible-playbook -i localhost, -e "out=$rdir model_name=$model router_api_key=router-key ansible_python_interpreter=$(command -v python3)" \
   "$repo/tests/hardware/router_config.yml" >"$out/router_config.log" 2>&1 || { tail -20 "$out/router_config.log"; exit 2; }
 export PYTHONPATH=/tmp/router-site PATH=/tmp/router-site/bin:$PATH
+# HF_HUB_OFFLINE: LiteLLM counts a llama-3 model's tokens with a tokenizer it downloads from Hugging Face; offline,
+# every request would wait out the download's retries.
 export LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_TELEMETRY=False GRACEFUL_SHUTDOWN_TIMEOUT=60 HOME=$rdir
+export HF_HUB_OFFLINE=${ROUTER_HF_HUB_OFFLINE-1}
+pkill -f 'proxy_cli import run_server' 2>/dev/null; sleep 1
 apply() { python3 "$repo/roles/router/files/router_config.py" apply --base "$rdir/upstreams.yaml" \
   --drained "$rdir/drained.json" --out "$rdir/config.yaml"; }
 apply || exit 2
@@ -104,19 +124,20 @@ load warmup http://127.0.0.1:4000/v1 router-key 8 32 >/dev/null
 
 say "Straight to one engine against the router with that engine alone (the other drained): the router's own cost"
 echo '["engine-b"]' > "$rdir/drained.json"; apply && kill -HUP $router_pid; sleep 8
-posts() { grep -c 'POST /v1/chat/completions' "$1" || true; }
+posts() { grep -c 'POST /v1/chat/completions' "$1" 2>/dev/null || echo 0; }
 b_before=$(posts "$out/engine-b.log"); a_before=$(posts "$out/engine-a.log")
 for c in 1 8 32; do
-  load "direct-c$c" http://127.0.0.1:8001/v1 key-a "$c"
-  load "router1-c$c" http://127.0.0.1:4000/v1 router-key "$c"
+  load "direct-c$c" http://127.0.0.1:8001/v1 key-a "$c" $((c * 8 > 16 ? c * 4 : 16))
+  load "router1-c$c" http://127.0.0.1:4000/v1 router-key "$c" $((c * 8 > 16 ? c * 4 : 16))
 done
 say "completions during those runs: engine-a $(( $(posts "$out/engine-a.log") - a_before )), drained engine-b $(( $(posts "$out/engine-b.log") - b_before ))"
 
+if [ "$engines" = 2 ]; then
 say "Both engines behind the router"
 echo '[]' > "$rdir/drained.json"; apply && kill -HUP $router_pid; sleep 8
 a_two=$(posts "$out/engine-a.log"); b_two=$(posts "$out/engine-b.log")
 load spread40 http://127.0.0.1:4000/v1 router-key 4 40
-for c in 8 32; do load "router2-c$c" http://127.0.0.1:4000/v1 router-key "$c"; done
+load router2-c32 http://127.0.0.1:4000/v1 router-key 32 128
 say "completions with both in (spread40 and two loads): engine-a $(( $(posts "$out/engine-a.log") - a_two )), engine-b $(( $(posts "$out/engine-b.log") - b_two ))"
 
 say "engine-b killed 5 s into 160 requests at 8 concurrent, through the router"
@@ -129,6 +150,7 @@ failed = [r for r in data["records"] if r["error"]]
 print(f"- failures: {len(failed)} ({sum(r['ttft_s'] is None for r in failed)} before first token); "
       f"errors: {sorted({r['error'][:120] for r in failed})[:3]}")
 PY
+fi
 python3 - "$out" <<'PY' | tee -a "$out/report.md"
 import json, sys
 out = sys.argv[1]
