@@ -232,3 +232,32 @@ def test_drain_under_load_fails_no_request_and_undrain_brings_the_host_back():
     start = time.time()
     assert run_load(requests=20, prefix="undrained")[0]["failed"] == 0
     assert completions_since(WS2, start - 1) > 0
+
+
+def test_a_rolling_update_of_both_hosts_under_load_fails_no_request():
+    """rolling_update.yml restarts each engine in turn (a changed environment), draining it in the router first and
+    undraining it after its health gate, while bounded loads run through the router."""
+    done = threading.Event()
+    summaries = []
+
+    def loads():
+        round_index = 0
+        while not done.is_set():
+            summaries.append(run_load(requests=20, prefix="roll%d" % round_index, api="chat")[0])
+            round_index += 1
+
+    loader = threading.Thread(target=loads)
+    loader.start()
+    environment = dict(WORKSTATIONS["vllm_service_environment"], LLMFLEET_ROLL="%d" % time.time())
+    rolled = subprocess.run(
+        ["ansible-playbook", "-i", INVENTORY, str(REPO / "playbooks" / "rolling_update.yml"),
+         "-e", json.dumps({"vllm_service_environment": environment, "rolling_update_batch_size": 1})],
+        capture_output=True, text=True, timeout=1500, check=False,
+        env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".cache" / "collections"), LLMFLEET_REPO=str(REPO)))
+    done.set()
+    loader.join(timeout=900)
+    (OUTPUT / "rolling.json").write_text(json.dumps(summaries, indent=1))
+    assert rolled.returncode == 0, rolled.stdout[-4000:] + rolled.stderr[-2000:]
+    assert "Take the host out of the router" in rolled.stdout and "Put the host back into the router" in rolled.stdout
+    assert summaries and sum(summary["failed"] for summary in summaries) == 0, summaries
+    assert target(FRONTEND).file("/var/lib/llmfleet/router/drained.json").content_string.strip() == "[]"
