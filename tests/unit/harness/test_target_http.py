@@ -46,7 +46,7 @@ def test_json_api_sends_the_token_and_body_and_reads_status_and_json(tmp_path):
                                             body={"model": "no-such-model", "prompt": "x", "max_tokens": 1},
                                             body_path=str(tmp_path / "body"))
         refused, _body = target_http.json_api(host, "POST", server.base_url + "/completions", token="wrong",
-                                          body={"model": "tiny-llama"}, body_path=str(tmp_path / "body"))
+                                              body={"model": "tiny-llama"}, body_path=str(tmp_path / "body"))
     assert status == 404 and "does not exist" in body["message"]
     assert refused == 401
     assert server.requests[0]["authorization"] == "Bearer " + API_KEY
