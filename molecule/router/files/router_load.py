@@ -86,8 +86,8 @@ def run_load(url, key, model, *, requests, concurrency, max_tokens, timeout, pro
                 next_index[0] += 1
             prompt = "%s %d: continue this list of words: time year people way day" % (prompt_prefix, index)
             start = time.monotonic() - origin
-            ttft, tokens, error, status = stream_one(url, key, model, prompt, max_tokens=max_tokens, timeout=timeout,
-                                                    api=api)
+            ttft, tokens, error, status = stream_one(
+                url, key, model, prompt, max_tokens=max_tokens, timeout=timeout, api=api)
             record = {"index": index, "start_s": round(start, 3), "end_s": round(time.monotonic() - origin, 3),
                       "ttft_s": None if ttft is None else round(ttft, 4), "tokens": tokens, "status": status,
                       "error": error}
