@@ -1,5 +1,6 @@
 """The monitoring role on a simulated workstation, judged through Prometheus' and Alertmanager's own APIs."""
 
+import base64
 import json
 import os
 import time
@@ -102,20 +103,37 @@ def test_engine_down_fires_for_a_workstation_without_an_engine(host):
     assert "systemctl status vllm" in alert[0]["annotations"]["description"]
 
 
+WEBHOOK_SERVER = """
+import http.server
+
+
+class Hook(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with open("%s", "ab") as log:
+            log.write(body + b"\\n")
+        self.send_response(200)
+        self.end_headers()
+
+
+http.server.HTTPServer(("127.0.0.1", 9999), Hook).serve_forever()
+""" % WEBHOOK_LOG
+
+
 @pytest.fixture
 def webhook(host):
     """A stand-in webhook receiver on the monitor, logging every POST body (monitoring_alert_webhook_url)."""
-    server = (
-        "import http.server\n"
-        "class Hook(http.server.BaseHTTPRequestHandler):\n"
-        "    def do_POST(self):\n"
-        "        body = self.rfile.read(int(self.headers['Content-Length']))\n"
-        "        open('%s', 'ab').write(body + b'\\n')\n"
-        "        self.send_response(200); self.end_headers()\n"
-        "http.server.HTTPServer(('127.0.0.1', 9999), Hook).serve_forever()\n" % WEBHOOK_LOG)
+    script = "/var/tmp/llmfleet-webhook.py"
+    encoded = base64.b64encode(WEBHOOK_SERVER.encode()).decode()
     host.run("systemctl stop llmfleet-test-webhook; rm -f %s" % WEBHOOK_LOG)
-    started = host.run("systemd-run --unit llmfleet-test-webhook python3 -c %s" % json.dumps(server))
+    written = host.run("echo %s | base64 -d > %s" % (encoded, script))
+    assert written.rc == 0, written.stderr
+    started = host.run("systemd-run --unit llmfleet-test-webhook python3 %s" % script)
     assert started.rc == 0, started.stderr
+    # The receiver answers before the alert can fire.
+    wait_for("the stand-in receiver", lambda: host.run(
+        "curl -s -o /dev/null -X POST -d '{}' http://127.0.0.1:9999/alerts").rc == 0, timeout=30, step=1)
+    host.run("rm -f %s" % WEBHOOK_LOG)
     yield WEBHOOK_LOG
     host.run("systemctl stop llmfleet-test-webhook")
 
