@@ -18,8 +18,6 @@ CONDITION_KEYS = {"when", "that", "failed_when", "changed_when", "until"}
 KNOWN_LONGER = {
     "roles/open_webui/vars/main.yml": "the container environment (718 characters) moves into a filter with the router "
                                       "work (issue #13)",
-    "roles/gpu_power_limit/tasks/validate.yml": "one assert's conditions (596 characters), new with the role: a list "
-                                                "of conditions or a filter brings it under",
 }
 
 
