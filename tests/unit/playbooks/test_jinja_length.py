@@ -16,8 +16,6 @@ LONGEST_JINJA = 500
 CONDITION_KEYS = {"when", "that", "failed_when", "changed_when", "until"}
 # Known exceptions, each with the reason it is still here. Keep this empty.
 KNOWN_LONGER = {
-    "roles/open_webui/vars/main.yml": "the container environment (718 characters) moves into a filter with the router "
-                                      "work (issue #13)",
 }
 
 
