@@ -33,7 +33,9 @@ def test_driver_step_comes_first_and_only_when_asked():
     tasks = list(flat_tasks(play["tasks"]))
     roles = [role_of(task) for task in tasks]
     driver = roles.index(("llmfleet.workstation.nvidia_driver", None))
-    assert driver == 0, "the driver step must run before anything else on the host"
+    # Only the router's drain comes before it: a driver step may reboot the host, which must be out of the router.
+    assert roles[:driver] == [("llmfleet.workstation.router", "drain")], (
+        "the driver step must run before anything else on the host, after its drain from the router")
     assert driver < roles.index(("llmfleet.workstation.gpu_gates", None)) < roles.index(
         ("llmfleet.workstation.vllm", None))
     assert tasks[driver]["when"] == ["rolling_update_driver | default(false) | bool",
