@@ -112,11 +112,7 @@ problems:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.llmfleet.workstation.plugins.module_utils.gate import problem
-from ansible_collections.llmfleet.workstation.plugins.module_utils.gpu_power import (  # noqa: F401 (tests use them)
-    LimitError,
-    apply_limits,
-    format_watts,
-)
+from ansible_collections.llmfleet.workstation.plugins.module_utils.gpu_power import LimitError, apply_limits
 from ansible_collections.llmfleet.workstation.plugins.module_utils.nvml import (
     HAS_PYNVML,
     NVML_MISSING_FIX,

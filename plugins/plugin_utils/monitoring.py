@@ -174,6 +174,11 @@ def temperature_rules(limits: Mapping[str, Mapping[str, int]], settings: Mapping
     for sensor, alert in (("memory", "GPUMemoryJunctionHot"), ("core", "GPUCoreHot")):
         what, variable, fix = SENSOR_TEXT[sensor]
         for limit, hosts in _limit_groups(limits, sensor):
+            summary = "GPU {{ $labels.gpu }} on {{ $labels.host }}: %s at {{ $value }} C, over %d C" % (what, limit)
+            description = (
+                "The %s of GPU {{ $labels.gpu }} on {{ $labels.host }} has been above the gates' limit "
+                "(%s = %d C) for %s. The gates will refuse to restart the engine on this host until it "
+                "cools. %s" % (what, variable, limit, settings["temperature_for"], fix))
             rules.append({
                 "alert": alert,
                 "expr": 'llmfleet_gpu_temperature_celsius{job="%s",sensor="%s",%s=~"%s"} > %d'
@@ -181,14 +186,7 @@ def temperature_rules(limits: Mapping[str, Mapping[str, int]], settings: Mapping
                 "for": settings["temperature_for"],
                 # The limit tells the rules of one alert apart (promtool refuses duplicates) and shows in the alert.
                 "labels": {"severity": "critical", "limit_celsius": str(limit)},
-                "annotations": {
-                    "summary": "GPU {{ $labels.gpu }} on {{ $labels.host }}: %s at {{ $value }} C, over %d C"
-                               % (what, limit),
-                    "description": (
-                        "The %s of GPU {{ $labels.gpu }} on {{ $labels.host }} has been above the gates' limit "
-                        "(%s = %d C) for %s. The gates will refuse to restart the engine on this host until it "
-                        "cools. %s" % (what, variable, limit, settings["temperature_for"], fix)),
-                },
+                "annotations": {"summary": summary, "description": description},
             })
     return rules
 
@@ -242,20 +240,19 @@ def throttle_rules(settings: Mapping[str, Any]) -> List[Dict[str, Any]]:
 
 
 def nvlink_rules(settings: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    summary = "NVLink link {{ $labels.link }} of GPU {{ $labels.gpu }} on {{ $labels.host }} is down"
+    description = (
+        "Link {{ $labels.link }} of GPU {{ $labels.gpu }} on {{ $labels.host }} has been down for %s while "
+        "the host's profile expects NVLink (gpu_gates_nvlink_required). Tensor parallelism falls back to "
+        "PCIe or fails. Drain the host, power it off and reseat the bridge; then run preflight.yml."
+        % settings["nvlink_for"])
     return [{
         "alert": "NVLinkLinkDown",
         "expr": 'llmfleet_nvlink_link_up{job="%s"} == 0 and on (instance, gpu) '
                 'llmfleet_nvlink_link_expected{job="%s"} == 1' % (GPU_JOB, GPU_JOB),
         "for": settings["nvlink_for"],
         "labels": {"severity": "critical"},
-        "annotations": {
-            "summary": "NVLink link {{ $labels.link }} of GPU {{ $labels.gpu }} on {{ $labels.host }} is down",
-            "description": (
-                "Link {{ $labels.link }} of GPU {{ $labels.gpu }} on {{ $labels.host }} has been down for %s while "
-                "the host's profile expects NVLink (gpu_gates_nvlink_required). Tensor parallelism falls back to "
-                "PCIe or fails. Drain the host, power it off and reseat the bridge; then run preflight.yml."
-                % settings["nvlink_for"]),
-        },
+        "annotations": {"summary": summary, "description": description},
     }]
 
 
@@ -379,7 +376,7 @@ def _alert_case(rule: Mapping[str, Any], variable: str, firing: Sequence[Tuple[M
     """One promtool test: the firing series hold fire_value, the quiet ones quiet_value; the alert fires for the
     firing series only, and only after its `for:`."""
     samples, before, after = _timeline(rule["for"], variable)
-    series = [_series(metric, labels, "%sx%s" % (fire_value, samples)) for labels, _ in firing]
+    series = [_series(metric, labels, "%sx%s" % (fire_value, samples)) for labels, unused_value in firing]
     series += [_series(metric, labels, "%sx%s" % (quiet_value, samples)) for labels in quiet]
     expected = []
     for labels, shown_value in firing:
@@ -452,7 +449,7 @@ def rule_tests(limits: Mapping[str, Mapping[str, int]], settings: Mapping[str, A
 
     # NVLink: link 2 of GPU 0 down where links are expected fires; a down link on a GPU whose profile expects no
     # NVLink (a PCIe pair) stays quiet.
-    samples, _, _ = _timeline(settings["nvlink_for"], SETTING_VARS["nvlink_for"])
+    samples, unused_fire, unused_clear = _timeline(settings["nvlink_for"], SETTING_VARS["nvlink_for"])
     pcie_host = "%s-pcie" % host
     expected_series = [
         _series("llmfleet_nvlink_link_expected", _gpu_labels(host, "0"), "1x%s" % samples),

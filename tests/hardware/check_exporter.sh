@@ -59,6 +59,7 @@ module() {  # module() NAME ARGS OUTFILE: one ad hoc module run on this machine,
     ${2:+-a "$2"} >"$out/$3" 2>&1
 }
 
+# shellcheck disable=SC2317  # called through the EXIT trap
 cleanup() {
   if [ -n "$exporter_pid" ]; then kill "$exporter_pid" 2>/dev/null; wait "$exporter_pid" 2>/dev/null; fi
   if [ -n "$restore_args" ]; then

@@ -14,6 +14,7 @@ make -s -C "$repo/tests/fake_nvml" PYTHON="$python" OUT="$work/lib" >/dev/null
 export LD_LIBRARY_PATH=$work/lib FAKE_NVML_SCENARIO=$repo/tests/fake_nvml/scenarios/$scenario.json
 # The set limit lives in this run's own state file, not in the machine's /run.
 export FAKE_NVML_STATE=$work/power_limits
-export PATH=$repo/tests/hardware/dry_run:$(dirname "$python"):$PATH PYTHON=$python
+python_dir=$(dirname "$python")
+export PATH=$repo/tests/hardware/dry_run:$python_dir:$PATH PYTHON=$python
 DRY_RUN="fake NVML scenario $scenario and a stub nvidia-smi reading the same fake library" \
   SCRAPES=${SCRAPES:-10} bash "$repo/tests/hardware/check_exporter.sh"

@@ -185,7 +185,7 @@ def bench(out, url, runs):
     """Time RUNS scrapes of the exporter and RUNS rounds of the equivalent nvidia-smi calls, interleaved so
     both see the same machine; write bench.json."""
     scrapes, smi_rounds, self_reported = [], [], []
-    for _ in range(runs):
+    for _run in range(runs):
         started = time.perf_counter()
         with urllib.request.urlopen(url, timeout=30) as answer:
             body = answer.read().decode("utf-8")

@@ -94,7 +94,7 @@ def run_load(url, key, model, *, requests, concurrency, max_tokens, timeout, pro
             with lock:
                 records.append(record)
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    threads = [threading.Thread(target=worker, daemon=True) for _index in range(concurrency)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -102,7 +102,7 @@ def http(method, url, key, body=None):
               "except urllib.error.HTTPError as e:\n print(e.code);print(e.read().decode())\n")
     result = target(FRONTEND).run("python3 -c %s %s %s %s %s", script, url, key, json.dumps(body) if body else "",
                                   method)
-    status, _, text = result.stdout.partition("\n")
+    status, unused_newline, text = result.stdout.partition("\n")
     return int(status), text
 
 
@@ -149,7 +149,7 @@ def test_bad_requests_get_the_routers_error_and_reach_no_workstation():
 def test_forty_requests_land_on_both_hosts_each_within_a_fair_share():
     install_load_client()
     start = time.time() - 1
-    summary, _ = run_load(requests=40, prefix="spread")
+    summary, unused_records = run_load(requests=40, prefix="spread")
     assert summary["failed"] == 0, summary
     time.sleep(1)
     landed = {WS1: completions_since(WS1, start), WS2: completions_since(WS2, start)}
@@ -160,9 +160,10 @@ def test_forty_requests_land_on_both_hosts_each_within_a_fair_share():
 
 
 def test_router_overhead_against_one_host_straight():
-    direct, _ = run_load(url="http://%s:8000/v1" % address(WS1), key=SETTINGS["host_vars"][WS1]["vllm_service_api_key"],
-                         requests=40, prefix="direct")
-    routed, _ = run_load(requests=40, prefix="routed")
+    direct, unused_direct_records = run_load(url="http://%s:8000/v1" % address(WS1),
+                                             key=SETTINGS["host_vars"][WS1]["vllm_service_api_key"],
+                                             requests=40, prefix="direct")
+    routed, unused_routed_records = run_load(requests=40, prefix="routed")
     assert direct["failed"] == 0 and routed["failed"] == 0, (direct, routed)
     ratios = {"ttft_median_ratio": routed["ttft_median_s"] / direct["ttft_median_s"],
               "ttft_p95_ratio": routed["ttft_p95_s"] / direct["ttft_p95_s"],

@@ -51,7 +51,7 @@ def test_every_request_streams_its_tokens_and_is_counted(engine, api):
 
 
 def test_a_refused_key_fails_before_the_first_token(engine):
-    url, _ = engine
+    url, unused_engine_state = engine
     summary = router_load.summarize(*router_load.run_load(url, "wrong", "m", requests=2, concurrency=1, max_tokens=4,
                                                           timeout=10))
     assert (summary["failed"], summary["failed_before_first_token"]) == (2, 2)

@@ -70,7 +70,7 @@ def promtool(*args):
 
 
 def test_every_rule_passes_check_and_its_tests(tmp_path):
-    _, rules, tests = render(tmp_path, DEFAULT_SETTINGS)
+    unused_limits, rules, tests = render(tmp_path, DEFAULT_SETTINGS)
     check = promtool("check", "rules", *sorted(str(path) for path in (tmp_path / "rules").iterdir()))
     assert check.returncode == 0, check.stdout + check.stderr
     run = promtool("test", "rules", *sorted(str(path) for path in (tmp_path / "tests").iterdir()))
@@ -83,7 +83,7 @@ def test_every_rule_passes_check_and_its_tests(tmp_path):
 
 
 def test_thresholds_are_the_gate_limits(tmp_path):
-    limits, rules, _ = render(tmp_path, DEFAULT_SETTINGS)
+    limits, rules, unused_tests = render(tmp_path, DEFAULT_SETTINGS)
     assert limits["ws-3090-a"] == {"core": GATE_DEFAULTS["gpu_gates_max_core_temp_c"],
                                    "memory": GATE_DEFAULTS["gpu_gates_max_memory_temp_c"]}
     assert limits["ws-hot-room"]["memory"] == 95
@@ -98,7 +98,7 @@ def test_thresholds_are_the_gate_limits(tmp_path):
 
 def test_a_shortened_for_is_what_the_rules_and_tests_use(tmp_path):
     settings = dict(DEFAULT_SETTINGS, temperature_for="30s", down_for="20s")
-    _, rules, _ = render(tmp_path, settings)
+    unused_limits, rules, unused_tests = render(tmp_path, settings)
     assert {rule["for"] for rule in rules["llmfleet_gpu"]["groups"][0]["rules"]
             if rule["alert"] == "GPUCoreHot"} == {"30s"}
     run = promtool("test", "rules", *sorted(str(path) for path in (tmp_path / "tests").iterdir()))

@@ -212,7 +212,7 @@ def session_counts():
 def test_one_session_serves_every_scrape_and_reopens_after_an_error(session_counts, monkeypatch):
     logged = []
     source = gpu_metrics.MetricsSource(SETTINGS, logged.append, session_factory=Session)
-    for _ in range(3):
+    for _scrape in range(3):
         assert "llmfleet_exporter_nvml_up 1" in source.scrape()
     assert (Session.opened, Session.closed) == (1, 0)
 
