@@ -368,8 +368,10 @@ def test_check_mode_on_the_converged_fleet_changes_nothing():
         assert report["stats"][name]["failures"] == 0, failures(report, name)
     assert changed_tasks(report, FRONTEND) == []
     # ansible.builtin.pip reports every install with extra_args as a change in check mode without looking (the
-    # gates install from the offline wheelhouse through gpu_gates_pip_extra_args); nothing else may change.
+    # exporter and the gates install from the offline wheelhouse through gpu_gates_pip_extra_args); nothing else
+    # may change.
     assert changed_tasks(report, HEALTHY) == [
+        "llmfleet.workstation.gpu_exporter : Install the NVML Python bindings into the exporter venv",
         "llmfleet.workstation.gpu_gates : Install the NVML Python bindings into the gates venv"]
     [(play, _task, message)] = failures(report, BROKEN)
     assert play == GATES_PLAY and message.startswith("NVLink gate failed")
