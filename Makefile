@@ -18,7 +18,7 @@ export MOLECULE_NO_LOG := false
 TIMED := $(REPO)/tests/harness/timed.sh
 BUDGET := $(REPO)/tests/harness/budget.sh
 # Longest first (measured on the 2-core machine), so that the two lanes end close together; any other scenario after.
-LONGEST_FIRST := fleet router nvidia_driver gates open_webui monitoring
+LONGEST_FIRST := fleet router nvidia_driver gates open_webui
 SCENARIOS ?= $(LONGEST_FIRST) \
   $(filter-out $(LONGEST_FIRST),$(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))))
 # Scenarios running at the same time in `make integration` (2 suits a 2-core machine; 1 runs them one by one).
