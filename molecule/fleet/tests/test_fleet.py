@@ -401,21 +401,6 @@ def test_failed_canary_stops_the_rollout_before_any_other_host():
     assert healthy.file("/etc/llmfleet/vllm.env").content_string == env_before
 
 
-def test_rollout_restarts_and_gates_each_host():
-    healthy = target(HEALTHY)
-    pid = main_pid(healthy)
-    completed = playbook("rolling_update.yml", "--limit", HEALTHY, "-e", settings_with(LLMFLEET_ROLLOUT=1))
-    report = report_of(completed)
-    assert completed.returncode == 0, failures(report, HEALTHY)
-    # The role's own check after the restart, then the playbook's gate through the role's health entry point.
-    assert "Health gate: the API answers, lists the served model and completes a prompt" in tasks_run(report, HEALTHY)
-    completion = "llmfleet.workstation.vllm_service : Send one completion through the API"
-    assert tasks_run(report, HEALTHY).count(completion) == 2
-    assert main_pid(healthy) != pid
-    assert "LLMFLEET_ROLLOUT=1" in healthy.file("/etc/llmfleet/vllm.env").content_string
-    assert served_models(healthy) == [SERVED]
-
-
 @pytest.fixture
 def broken_release():
     """A release whose venv installed and was recorded as verified, but whose Python cannot run the engine (the
@@ -478,19 +463,6 @@ def test_hot_gpu_holds_back_a_restart():
     assert "LLMFLEET_TEST=1" in healthy.file("/etc/llmfleet/vllm.env").content_string
 
 
-def test_cool_gpu_lets_the_remembered_restart_through():
-    """The next run, within the limits again, restores the settings; the restart (pending from the hot run and due
-    to the settings change back) happens, the API answers again, and the marker is gone."""
-    healthy = target(HEALTHY)
-    pid = main_pid(healthy)
-    completed = playbook("site.yml", "--limit", HEALTHY, callback="default")
-    assert completed.returncode == 0, (completed.stdout + completed.stderr)[-3000:]
-    assert main_pid(healthy) != pid
-    assert not healthy.file("/etc/llmfleet/vllm.restart-pending").exists
-    assert "LLMFLEET_TEST" not in healthy.file("/etc/llmfleet/vllm.env").content_string
-    assert wait_for_models(healthy) == [SERVED]
-
-
 # ---- site.yml with a context the engine refuses ---------------------------------------------------------------
 
 
@@ -517,9 +489,13 @@ def test_engine_refusing_the_context_fails_the_play_at_once_with_its_reason():
     assert "is greater than the derived max_model_len" in message, message
 
 
-def test_the_good_context_serves_again():
+def test_the_next_run_within_the_limits_restarts_and_serves_again():
+    """The next run with the scenario's own settings, its GPUs within the limits: the restart pending since the hot
+    run happens, the refused settings are gone, the API answers again and the marker is gone."""
     healthy = target(HEALTHY)
     completed = playbook("site.yml", "--limit", HEALTHY, callback="default")
     assert completed.returncode == 0, (completed.stdout + completed.stderr)[-3000:]
+    assert not healthy.file("/etc/llmfleet/vllm.restart-pending").exists
+    assert "LLMFLEET_TEST" not in healthy.file("/etc/llmfleet/vllm.env").content_string
     assert wait_for_models(healthy) == [SERVED]
     assert completion_tokens(healthy) > 0

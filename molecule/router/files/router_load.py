@@ -1,7 +1,8 @@
 """A bounded streaming load on an OpenAI-compatible endpoint, one record per request.
 
 Standard library only, so it runs on the controller or in a target. Each request streams /v1/completions and is
-recorded with its start, time to first token, end, token count and outcome; a request that failed is marked as
+recorded with its start (seconds after the load's start, `started_at` in the summary), time to first token, end,
+token count (the engine's, from the stream's usage event) and outcome; a request that failed is marked as
 failed before or after its first token, which is what a router's retry can and cannot save. The load is bounded:
 a fixed number of requests, a fixed concurrency, and a timeout per request.
 
@@ -23,7 +24,10 @@ def stream_one(url, key, model, prompt, *, max_tokens, timeout, api="completions
     parsed = urlparse(url)
     connection_class = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
     connection = connection_class(parsed.hostname, parsed.port, timeout=timeout)
-    request = {"model": model, "max_tokens": max_tokens, "stream": True, "temperature": 0, "ignore_eos": True}
+    # The engine's own count of generated tokens comes in the stream's last event (include_usage): a text event may
+    # hold no text (a token that decodes to nothing yet) or several tokens, so counting events is not counting tokens.
+    request = {"model": model, "max_tokens": max_tokens, "stream": True, "temperature": 0, "ignore_eos": True,
+               "stream_options": {"include_usage": True}}
     if api == "chat":
         request["messages"] = [{"role": "user", "content": prompt}]
     else:
@@ -32,6 +36,7 @@ def stream_one(url, key, model, prompt, *, max_tokens, timeout, api="completions
     started = time.monotonic()
     ttft = None
     tokens = 0
+    usage_tokens = None
     try:
         path = parsed.path.rstrip("/") + ("/chat/completions" if api == "chat" else "/completions")
         connection.request("POST", path, body=body,
@@ -55,6 +60,8 @@ def stream_one(url, key, model, prompt, *, max_tokens, timeout, api="completions
             event = json.loads(payload)
             if "error" in event:
                 return ttft, tokens, "error event: %s" % json.dumps(event["error"])[:300], 200
+            if (event.get("usage") or {}).get("completion_tokens") is not None:
+                usage_tokens = event["usage"]["completion_tokens"]
             choices = event.get("choices") or []
             if choices and (choices[0].get("text") or (choices[0].get("delta") or {}).get("content")):
                 if ttft is None:
@@ -62,7 +69,7 @@ def stream_one(url, key, model, prompt, *, max_tokens, timeout, api="completions
                 tokens += 1
         if not done:
             return ttft, tokens, "stream ended before [DONE] after %d tokens" % tokens, 200
-        return ttft, tokens, None, 200
+        return ttft, tokens if usage_tokens is None else usage_tokens, None, 200
     except (OSError, http.client.HTTPException, ValueError) as error:
         return ttft, tokens, "%s: %s" % (type(error).__name__, error), None
     finally:
@@ -76,6 +83,7 @@ def run_load(url, key, model, *, requests, concurrency, max_tokens, timeout, pro
     lock = threading.Lock()
     next_index = [0]
     origin = time.monotonic()
+    started_at = time.time()
 
     def worker():
         while True:
@@ -99,7 +107,7 @@ def run_load(url, key, model, *, requests, concurrency, max_tokens, timeout, pro
         thread.start()
     for thread in threads:
         thread.join()
-    return sorted(records, key=lambda record: record["index"]), time.monotonic() - origin
+    return sorted(records, key=lambda record: record["index"]), time.monotonic() - origin, started_at
 
 
 def percentile(values, fraction):
@@ -109,11 +117,12 @@ def percentile(values, fraction):
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-def summarize(records, wall_s):
+def summarize(records, wall_s, started_at):
     ok = [record for record in records if record["error"] is None]
     failed = [record for record in records if record["error"] is not None]
     ttfts = [record["ttft_s"] for record in ok if record["ttft_s"] is not None]
     return {
+        "started_at": round(started_at, 3),
         "requests": len(records),
         "ok": len(ok),
         "failed": len(failed),
@@ -141,10 +150,10 @@ def main():
     parser.add_argument("--api", choices=["completions", "chat"], default="completions")
     parser.add_argument("--out", help="write the records and the summary here as JSON")
     args = parser.parse_args()
-    records, wall_s = run_load(args.url, args.key, args.model, requests=args.requests, concurrency=args.concurrency,
-                               max_tokens=args.max_tokens, timeout=args.timeout, prompt_prefix=args.prefix,
-                               api=args.api)
-    result = {"summary": summarize(records, wall_s), "records": records}
+    records, wall_s, started_at = run_load(args.url, args.key, args.model, requests=args.requests,
+                                           concurrency=args.concurrency, max_tokens=args.max_tokens,
+                                           timeout=args.timeout, prompt_prefix=args.prefix, api=args.api)
+    result = {"summary": summarize(records, wall_s, started_at), "records": records}
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:
             json.dump(result, handle, indent=1)

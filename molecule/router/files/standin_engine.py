@@ -93,6 +93,11 @@ def make_handler(args):
                 event = {"id": "cmpl-1", "object": "chat.completion.chunk" if chat else "text_completion",
                          "created": int(time.time()), "model": args.model, "choices": [choice]}
                 self.chunk(b"data: " + json.dumps(event).encode() + b"\n\n")
+            if (body.get("stream_options") or {}).get("include_usage"):
+                usage = {"id": "cmpl-1", "object": "chat.completion.chunk" if chat else "text_completion",
+                         "created": int(time.time()), "model": args.model, "choices": [],
+                         "usage": {"prompt_tokens": 8, "completion_tokens": tokens, "total_tokens": 8 + tokens}}
+                self.chunk(b"data: " + json.dumps(usage).encode() + b"\n\n")
             self.chunk(b"data: [DONE]\n\n")
             self.chunk(b"")
 

@@ -69,17 +69,21 @@ def run_load(url=ROUTER, key=ROUTER_KEY, *, model=MODEL, requests=40, prefix="Re
 
 def completions_since(name, since):
     """How many /v1/completions requests the host's engine logged since `since` (epoch seconds)."""
-    log = target(name).check_output("journalctl -u vllm --since @%d -o cat --no-pager", int(since))
+    log = target(name).check_output("journalctl -u vllm --since @%d -o cat --no-pager" % int(since))
     return sum(1 for line in log.splitlines() if "POST /v1/completions" in line)
 
 
 def first_completion_after(name, since):
     """Epoch seconds of the first /v1/completions the host's engine logged after `since`, or None."""
-    log = target(name).check_output("journalctl -u vllm --since @%d -o short-unix --no-pager", int(since))
+    log = target(name).check_output("journalctl -u vllm --since @%d -o short-unix --no-pager" % int(since))
     for line in log.splitlines():
         if "POST /v1/completions" in line:
             return float(line.split()[0])
     return None
+
+
+def main_pid(host):
+    return int(host.check_output("systemctl show -p MainPID --value vllm"))
 
 
 def wait_for_engine(name, timeout=600):
@@ -87,7 +91,7 @@ def wait_for_engine(name, timeout=600):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if host.run("python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:%d/health', "
-                    "timeout=5)\"", WORKSTATIONS.get("vllm_service_port", 8000)).rc == 0:
+                    "timeout=5)\"" % WORKSTATIONS.get("vllm_service_port", 8000)).rc == 0:
             return
         time.sleep(3)
     raise AssertionError("%s's engine did not answer /health within %d s" % (name, timeout))
@@ -115,7 +119,7 @@ def test_router_runs_hardened_on_the_loopback_only():
     assert "User=%s" % ROUTER_DEFAULTS["router_user"] in properties
     assert "NoNewPrivileges=yes" in properties and "ProtectSystem=strict" in properties
     assert "Restart=on-failure" in properties and "MemoryMax=infinity" not in properties
-    listening = host.check_output("ss -Hltn 'sport = :%d'", ROUTER_DEFAULTS["router_port"])
+    listening = host.check_output("ss -Hltn 'sport = :%d'" % ROUTER_DEFAULTS["router_port"])
     assert listening.split()[3] == "%s:%d" % (ROUTER_DEFAULTS["router_listen_address"], ROUTER_DEFAULTS["router_port"])
     assert len(listening.splitlines()) == 1
 
@@ -139,9 +143,12 @@ def test_bad_requests_get_the_routers_error_and_reach_no_workstation():
                         {"model": "no-such-model", "prompt": "hello", "max_tokens": 4})
     assert status in (400, 404), body
     assert "no-such-model" in body
+    # A key that is not the router's (here a workstation's): LiteLLM without a key database refuses it with 400 "No
+    # connected db." (docs/router.md); clients reach the router through the gateway, which answers such keys 401.
     status, body = http("POST", ROUTER + "/completions", SETTINGS["host_vars"][WS1]["vllm_service_api_key"],
                         {"model": MODEL, "prompt": "hello", "max_tokens": 4})
-    assert status == 401, body
+    assert status in (400, 401), body
+    assert "error" in json.loads(body), body
     time.sleep(1)
     assert completions_since(WS1, start) == 0 and completions_since(WS2, start) == 0
 
@@ -159,38 +166,27 @@ def test_forty_requests_land_on_both_hosts_each_within_a_fair_share():
     assert all(12 <= count <= 28 for count in landed.values()), landed
 
 
-def test_router_overhead_against_one_host_straight():
-    direct, unused_direct_records = run_load(url="http://%s:8000/v1" % address(WS1),
-                                             key=SETTINGS["host_vars"][WS1]["vllm_service_api_key"],
-                                             requests=40, prefix="direct")
-    routed, unused_routed_records = run_load(requests=40, prefix="routed")
-    assert direct["failed"] == 0 and routed["failed"] == 0, (direct, routed)
-    ratios = {"ttft_median_ratio": routed["ttft_median_s"] / direct["ttft_median_s"],
-              "ttft_p95_ratio": routed["ttft_p95_s"] / direct["ttft_p95_s"],
-              "tokens_per_s_ratio": routed["tokens_per_s"] / direct["tokens_per_s"],
-              "direct": direct, "routed": routed}
-    (OUTPUT / "overhead.json").write_text(json.dumps(ratios, indent=1))
-    # Two engines behind the router against one: the router must not lose the second host's throughput.
-    assert ratios["tokens_per_s_ratio"] > 1.0, ratios
-
-
-def test_a_stopped_engine_fails_only_its_streams_and_gets_traffic_again_once_started():
+def test_a_stopped_engine_fails_only_what_it_had_and_gets_traffic_again_once_started():
     summary = {}
 
     def load():
-        summary["result"] = run_load(requests=80, prefix="stop", api="chat")[0]
+        summary["result"] = run_load(requests=160, prefix="stop", api="chat")
 
     loader = threading.Thread(target=load)
     loader.start()
     time.sleep(4)
-    stopped_at = time.time()
     target(WS2).check_output("systemctl stop vllm")
+    stopped_at = time.time()
     loader.join(timeout=900)
-    result = summary["result"]
+    result, records = summary["result"]
     (OUTPUT / "stop.json").write_text(json.dumps(dict(result, stopped_at=stopped_at)))
-    # Only requests already streaming from the stopped host may fail; none fails before its first token.
-    assert result["failed_before_first_token"] == 0, result
-    assert result["failed_while_streaming"] <= CONCURRENCY, result
+    # Only requests the stopped host had already accepted may fail (at most one per client connection); every
+    # request sent once it was down went to the other host (the router retries a refused connection).
+    failed = [record for record in records if record["error"] is not None]
+    assert len(failed) <= CONCURRENCY, result
+    after_stop = [record for record in records if result["started_at"] + record["start_s"] > stopped_at]
+    assert len(after_stop) >= CONCURRENCY, "the load ended before the engine was down: %s" % result
+    assert [record for record in after_stop if record["error"] is not None] == [], result
     target(WS2).check_output("systemctl start vllm")
     wait_for_engine(WS2)
     ready_at = time.time()
@@ -199,6 +195,9 @@ def test_a_stopped_engine_fails_only_its_streams_and_gets_traffic_again_once_sta
     first = first_completion_after(WS2, ready_at - 1)
     (OUTPUT / "back.json").write_text(json.dumps({"ready_at": ready_at, "first_request_at": first}))
     assert first is not None, "the started engine got no request of 40"
+    # Put back once a health check or a request finds it answering: within the cool-down and the check interval.
+    assert first - ready_at <= ROUTERS["router_cooldown_time"] + ROUTERS["router_health_check_interval"] + 10, \
+        (ready_at, first)
 
 
 def drain(action):
@@ -210,7 +209,7 @@ def drain(action):
         env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".cache" / "collections")))
 
 
-def test_drain_under_load_fails_no_request_and_undrain_brings_the_host_back():
+def test_drain_under_load_fails_no_request_and_the_drained_host_gets_none():
     summary = {}
 
     def load():
@@ -225,8 +224,34 @@ def test_drain_under_load_fails_no_request_and_undrain_brings_the_host_back():
     loader.join(timeout=900)
     assert summary["result"]["failed"] == 0, summary["result"]
     after = run_load(requests=20, prefix="drained")[0]
-    assert after["failed"] == 0
+    assert after["failed"] == 0, after
     assert completions_since(WS2, drained_at + 1) == 0
+
+
+def test_router_overhead_against_the_same_host_straight():
+    """With llmfleet-router-ws2 drained, every routed request goes to llmfleet-router-ws1: the same prompts straight
+    to it and through the router, one after the other, compare what the router adds."""
+    start = time.time() - 1
+    direct = run_load(url="http://%s:8000/v1" % address(WS1), key=SETTINGS["host_vars"][WS1]["vllm_service_api_key"],
+                      requests=40, prefix="overhead")[0]
+    routed = run_load(requests=40, prefix="overhead")[0]
+    assert direct["failed"] == 0 and routed["failed"] == 0, (direct, routed)
+    assert completions_since(WS1, start) == 80 and completions_since(WS2, start) == 0
+    # Greedy decoding of the same prompts, every request generating its max_tokens: the same tokens both ways.
+    assert direct["tokens"] == routed["tokens"] == 40 * MAX_TOKENS, (direct, routed)
+    ratios = {"ttft_median_ratio": routed["ttft_median_s"] / direct["ttft_median_s"],
+              "ttft_median_added_s": routed["ttft_median_s"] - direct["ttft_median_s"],
+              "ttft_p95_ratio": routed["ttft_p95_s"] / direct["ttft_p95_s"],
+              "tokens_per_s_ratio": routed["tokens_per_s"] / direct["tokens_per_s"],
+              "direct": direct, "routed": routed}
+    (OUTPUT / "overhead.json").write_text(json.dumps(ratios, indent=1))
+    # The router's Python shares this machine's two cores with the engines, so its cost shows here far above the
+    # 5 ms measured on a GPU host (docs/hardware/2026-12-02-1xH200-router.md); two seconds more to the first token
+    # is what a stall looks like (a tokenizer download it waits on, a retry against a dead host).
+    assert ratios["ttft_median_added_s"] < 2.0, ratios
+
+
+def test_undrain_brings_the_host_back():
     undrained = drain("undrain")
     assert undrained.returncode == 0, undrained.stdout[-3000:] + undrained.stderr[-2000:]
     time.sleep(2)
@@ -247,6 +272,8 @@ def test_a_rolling_update_of_both_hosts_under_load_fails_no_request():
             summaries.append(run_load(requests=20, prefix="roll%d" % round_index, api="chat")[0])
             round_index += 1
 
+    engines = {name: target(name) for name in (WS1, WS2)}
+    pids = {name: main_pid(host) for name, host in engines.items()}
     loader = threading.Thread(target=loads)
     loader.start()
     environment = dict(WORKSTATIONS["vllm_service_environment"], LLMFLEET_ROLL="%d" % time.time())
@@ -260,5 +287,11 @@ def test_a_rolling_update_of_both_hosts_under_load_fails_no_request():
     (OUTPUT / "rolling.json").write_text(json.dumps(summaries, indent=1))
     assert rolled.returncode == 0, rolled.stdout[-4000:] + rolled.stderr[-2000:]
     assert "Take the host out of the router" in rolled.stdout and "Put the host back into the router" in rolled.stdout
+    # Each host, one batch after the other: restarted on the new environment and through the playbook's health gate.
+    gate = "TASK [Health gate: the API answers, lists the served model and completes a prompt]"
+    assert rolled.stdout.count(gate) == 2, rolled.stdout[-4000:]
+    for name, host in engines.items():
+        assert main_pid(host) != pids[name], name
+        assert "LLMFLEET_ROLL=%s" % environment["LLMFLEET_ROLL"] in host.file("/etc/llmfleet/vllm.env").content_string
     assert summaries and sum(summary["failed"] for summary in summaries) == 0, summaries
     assert target(FRONTEND).file("/var/lib/llmfleet/router/drained.json").content_string.strip() == "[]"

@@ -43,8 +43,11 @@ def engine_fixture(tmp_path):
 @pytest.mark.parametrize("api", ["completions", "chat"])
 def test_every_request_streams_its_tokens_and_is_counted(engine, api):
     url, log = engine
-    records, wall_s = router_load.run_load(url, "k", "m", requests=6, concurrency=3, max_tokens=8, timeout=10, api=api)
-    summary = router_load.summarize(records, wall_s)
+    before = time.time()
+    records, wall_s, started_at = router_load.run_load(url, "k", "m", requests=6, concurrency=3, max_tokens=8,
+                                                       timeout=10, api=api)
+    summary = router_load.summarize(records, wall_s, started_at)
+    assert before - 0.01 <= summary["started_at"] <= before + wall_s
     assert (summary["ok"], summary["failed"], summary["tokens"]) == (6, 0, 48)
     assert 0.05 <= summary["ttft_median_s"] < 1.0
     assert len(log.read_text().splitlines()) == 6
