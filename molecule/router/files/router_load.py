@@ -76,9 +76,17 @@ def stream_one(url, key, model, prompt, *, max_tokens, timeout, api="completions
         connection.close()
 
 
+def failed_before_any_reply(status, ttft, error):
+    """A failure a client may send again: refused or reset before a reply, or a 5xx before any of the stream."""
+    return error is not None and ttft is None and (status is None or status >= 500)
+
+
 def run_load(url, key, model, *, requests, concurrency, max_tokens, timeout, prompt_prefix="Request",
-             api="completions"):
-    """Run `requests` streams, `concurrency` at a time; returns (records, wall_s)."""
+             api="completions", retries=0):
+    """Run `requests` streams, `concurrency` at a time; returns (records, wall_s, started_at).
+
+    retries: how many times a request that failed before any reply is sent again, as the OpenAI SDKs do (twice by
+    default); each record counts its retries."""
     records = []
     lock = threading.Lock()
     next_index = [0]
@@ -94,11 +102,16 @@ def run_load(url, key, model, *, requests, concurrency, max_tokens, timeout, pro
                 next_index[0] += 1
             prompt = "%s %d: continue this list of words: time year people way day" % (prompt_prefix, index)
             start = time.monotonic() - origin
-            ttft, tokens, error, status = stream_one(
-                url, key, model, prompt, max_tokens=max_tokens, timeout=timeout, api=api)
+            retried = 0
+            while True:
+                ttft, tokens, error, status = stream_one(
+                    url, key, model, prompt, max_tokens=max_tokens, timeout=timeout, api=api)
+                if retried >= retries or not failed_before_any_reply(status, ttft, error):
+                    break
+                retried += 1
             record = {"index": index, "start_s": round(start, 3), "end_s": round(time.monotonic() - origin, 3),
                       "ttft_s": None if ttft is None else round(ttft, 4), "tokens": tokens, "status": status,
-                      "error": error}
+                      "error": error, "retried": retried}
             with lock:
                 records.append(record)
 
@@ -133,6 +146,7 @@ def summarize(records, wall_s, started_at):
         "tokens": sum(record["tokens"] for record in ok),
         "wall_s": round(wall_s, 3),
         "tokens_per_s": round(sum(record["tokens"] for record in ok) / wall_s, 2) if wall_s else None,
+        "retried": sum(record.get("retried", 0) for record in records),
         "errors": sorted({record["error"] for record in failed})[:5],
     }
 
@@ -148,11 +162,14 @@ def main():
     parser.add_argument("--timeout", type=float, default=60)
     parser.add_argument("--prefix", default="Request", help="first word of every prompt (to find them in logs)")
     parser.add_argument("--api", choices=["completions", "chat"], default="completions")
+    parser.add_argument("--retries", type=int, default=0,
+                        help="send a request that failed before any reply again, up to this many times")
     parser.add_argument("--out", help="write the records and the summary here as JSON")
     args = parser.parse_args()
     records, wall_s, started_at = run_load(args.url, args.key, args.model, requests=args.requests,
                                            concurrency=args.concurrency, max_tokens=args.max_tokens,
-                                           timeout=args.timeout, prompt_prefix=args.prefix, api=args.api)
+                                           timeout=args.timeout, prompt_prefix=args.prefix, api=args.api,
+                                           retries=args.retries)
     result = {"summary": summarize(records, wall_s, started_at), "records": records}
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:

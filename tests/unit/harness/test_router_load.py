@@ -66,3 +66,18 @@ def test_nothing_listening_fails_before_the_first_token():
                                                           concurrency=2, max_tokens=4, timeout=5))
     assert (summary["failed_before_first_token"], summary["failed_while_streaming"]) == (2, 0)
     assert "ConnectionRefusedError" in summary["errors"][0]
+
+
+def test_a_refused_connection_is_sent_again_only_as_often_as_asked():
+    url = "http://127.0.0.1:%d/v1" % free_port()
+    records, wall_s, started_at = router_load.run_load(url, "k", "m", requests=2, concurrency=1, max_tokens=4,
+                                                       timeout=5, retries=2)
+    summary = router_load.summarize(records, wall_s, started_at)
+    assert (summary["failed"], summary["retried"]) == (2, 4)
+
+
+def test_a_refused_key_is_not_sent_again(engine):
+    url, unused_engine_state = engine
+    summary = router_load.summarize(*router_load.run_load(url, "wrong", "m", requests=2, concurrency=1, max_tokens=4,
+                                                          timeout=10, retries=2))
+    assert (summary["failed"], summary["retried"]) == (2, 0)
