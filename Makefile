@@ -18,12 +18,8 @@ export MOLECULE_NO_LOG := false
 TIMED := $(REPO)/tests/harness/timed.sh
 BUDGET := $(REPO)/tests/harness/budget.sh
 # Longest first (measured on the 2-core machine), so that the two lanes end close together; any other scenario after.
-# The router scenario (two CPU engines behind LiteLLM, loads through it) is run on its own for now
-# (`make integration SCENARIOS=router JOBS=1`): beside the other scenarios on two cores its load checks are not yet
-# reliable (docs/router.md), and it alone takes 25 to 33 minutes.
-LONGEST_FIRST := fleet nvidia_driver gates open_webui
-OUTSIDE_MAKE_TEST := router
-SCENARIOS ?= $(LONGEST_FIRST) $(filter-out $(LONGEST_FIRST) $(OUTSIDE_MAKE_TEST),\
+LONGEST_FIRST := fleet router gates nvidia_driver open_webui
+SCENARIOS ?= $(LONGEST_FIRST) $(filter-out $(LONGEST_FIRST),\
   $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))))
 # Scenarios running at the same time in `make integration` (2 suits a 2-core machine; 1 runs them one by one).
 JOBS ?= 2

@@ -1,15 +1,22 @@
-"""The router in front of two workstations serving one model name, as clients meet it: every request goes through
-the router on the frontend's loopback with the router's key, and where each lands is counted in the engines' own
-logs (vLLM's access lines), never taken from what the router says.
+"""The router in front of two workstations serving one model name, as clients meet it. First the front door from
+the controller, as people and programs on the network reach it: Open WebUI and the API over TLS through the gateway
+with a client key, a revoked key, plain HTTP, and benchmark.yml through the gateway and the router. Then bounded
+loads through the router on the frontend's loopback with the router's key. Where requests land is counted in the
+engines' own logs (vLLM's access lines), never taken from what the router says.
 
 Tests run in file order: the engine-stop and drain tests stop and start llmfleet-router-ws2's engine and drain it.
 """
 
 import json
 import os
+import re
+import ssl
 import subprocess
+import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import testinfra
@@ -20,8 +27,14 @@ SCENARIO = Path(__file__).resolve().parents[1]
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 SETTINGS = yaml.safe_load((SCENARIO / "molecule.yml").read_text())["provisioner"]["inventory"]
 ROUTERS = SETTINGS["group_vars"]["routers"]
+FRONTENDS = SETTINGS["group_vars"]["frontends"]
 WORKSTATIONS = SETTINGS["group_vars"]["workstations"]
 ROUTER_DEFAULTS = yaml.safe_load((REPO / "roles" / "router" / "defaults" / "main.yml").read_text())
+GATEWAY_DEFAULTS = yaml.safe_load((REPO / "roles" / "gateway" / "defaults" / "main.yml").read_text())
+WEBUI_DEFAULTS = yaml.safe_load((REPO / "roles" / "open_webui" / "defaults" / "main.yml").read_text())
+CLIENT_KEYS = {entry["name"]: entry["key"] for entry in FRONTENDS["gateway_client_keys"]}
+CA_FILE = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "gateway-ca" / "ca.crt"
+ADMIN = {"name": "Fleet Admin", "email": "admin@example.org", "password": "not-a-real-secret-1"}
 FRONTEND, WS1, WS2 = "llmfleet-router-fe", "llmfleet-router-ws1", "llmfleet-router-ws2"
 MODEL = WORKSTATIONS["vllm_service_served_model_name"]
 ROUTER_KEY = ROUTERS["router_api_key"]
@@ -114,6 +127,40 @@ def http(method, url, key, body=None):
     return int(status), text
 
 
+def from_controller(url, key=None, body=None, method=None):
+    """Status and parsed JSON body (None if not JSON) of one request from the controller, TLS verified against the
+    fleet CA the gateway role made."""
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = "Bearer %s" % key
+    request = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
+                                     headers=headers, method=method or ("POST" if body is not None else "GET"))
+    context = ssl.create_default_context(cafile=str(CA_FILE)) if url.startswith("https:") else None
+    try:
+        with urllib.request.urlopen(request, timeout=300, context=context) as response:
+            status, text = response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        status, text = error.code, error.read().decode()
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, None
+
+
+def run_playbook(playbook, extra_vars, timeout=900):
+    """ansible-playbook against the scenario's inventory, as an operator runs it; the completed process."""
+    return subprocess.run(
+        ["ansible-playbook", "-i", INVENTORY, str(playbook), "-e", json.dumps(extra_vars)],
+        capture_output=True, text=True, timeout=timeout, check=False,
+        env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".cache" / "collections"), LLMFLEET_REPO=str(REPO)))
+
+
+def requests_since(name, since, path):
+    """How many POSTs to `path` the host's engine logged since `since` (epoch seconds)."""
+    log = target(name).check_output("journalctl -u vllm --since @%d -o cat --no-pager" % int(since))
+    return sum(1 for line in log.splitlines() if "POST %s " % path in line)
+
+
 def test_router_runs_hardened_on_the_loopback_only():
     host = target(FRONTEND)
     service = host.service(ROUTER_DEFAULTS["router_service_name"])
@@ -139,6 +186,87 @@ def test_router_lists_the_model_once_and_keeps_the_workstations_keys():
                   for d in deployments) == [
         (WS1, "http://%s:8000/v1" % address(WS1), SETTINGS["host_vars"][WS1]["vllm_service_api_key"]),
         (WS2, "http://%s:8000/v1" % address(WS2), SETTINGS["host_vars"][WS2]["vllm_service_api_key"])]
+
+
+# ---- the front door, from the controller ------------------------------------------------------------------------
+
+
+def test_open_webui_has_the_router_as_its_one_connection():
+    container = json.loads(target(FRONTEND).check_output(
+        "podman inspect %s" % WEBUI_DEFAULTS["open_webui_container_name"]))
+    env = dict(entry.split("=", 1) for entry in container[0]["Config"]["Env"])
+    assert env["OPENAI_API_BASE_URLS"] == "http://%s:%d/v1" % (ROUTER_DEFAULTS["router_listen_address"],
+                                                                ROUTER_DEFAULTS["router_port"])
+    assert env["OPENAI_API_KEYS"] == ROUTER_KEY
+
+
+def test_a_person_chats_through_tls_open_webui_and_the_router():
+    """Signed up over https on the gateway's UI port, the person sees the model once and gets tokens from an engine."""
+    webui = "https://%s:%d" % (address(FRONTEND), GATEWAY_DEFAULTS["gateway_webui_port"])
+    status, account = from_controller(webui + "/api/v1/auths/signup", body=ADMIN)
+    assert status == 200, account
+    status, models = from_controller(webui + "/api/models", key=account["token"])
+    assert status == 200, models
+    assert [model["id"] for model in models["data"]] == [MODEL]
+    start = time.time() - 1
+    status, reply = from_controller(webui + "/api/chat/completions", key=account["token"],
+                                    body={"model": MODEL, "stream": False, "max_tokens": 8,
+                                          "messages": [{"role": "user", "content": "Say hello."}]})
+    assert status == 200, reply
+    assert reply["model"] == MODEL and reply["usage"]["completion_tokens"] > 0, reply
+    time.sleep(1)
+    assert sum(requests_since(name, start, "/v1/chat/completions") for name in (WS1, WS2)) >= 1
+
+
+def test_a_client_key_over_tls_reaches_an_engine_and_bad_ones_reach_none():
+    api = "https://%s:%d/v1" % (address(FRONTEND), GATEWAY_DEFAULTS["gateway_api_port"])
+    start = time.time() - 1
+    status, models = from_controller(api + "/models", key=CLIENT_KEYS["alice"])
+    assert status == 200, models
+    assert [model["id"] for model in models["data"]] == [MODEL]
+    status, completion = from_controller(api + "/completions", key=CLIENT_KEYS["alice"],
+                                         body={"model": MODEL, "prompt": "Hello", "max_tokens": 4})
+    assert status == 200, completion
+    assert completion["usage"]["completion_tokens"] == 4, completion
+    time.sleep(1)
+    assert sum(requests_since(name, start, "/v1/completions") for name in (WS1, WS2)) == 1
+    start = time.time() - 1
+    request = {"model": MODEL, "prompt": "Hello", "max_tokens": 4}
+    status, answer = from_controller(api + "/completions", key=CLIENT_KEYS["bob"], body=request)
+    assert (status, answer["error"]["code"]) == (401, "revoked_api_key"), answer
+    status, answer = from_controller(api + "/completions", key="not-a-key-anyone-was-given-0123456789", body=request)
+    assert (status, answer["error"]["code"]) == (401, "invalid_api_key"), answer
+    status, answer = from_controller(api.replace("https:", "http:") + "/completions", key=CLIENT_KEYS["alice"],
+                                     body=request)
+    assert (status, answer["error"]["code"]) == (400, "https_required"), answer
+    status, answer = from_controller(api + "/completions", key=CLIENT_KEYS["alice"], body=dict(request, model="nope"))
+    assert status in (400, 404) and "nope" in json.dumps(answer), answer
+    time.sleep(1)
+    assert sum(requests_since(name, start, "/v1/completions") for name in (WS1, WS2)) == 0
+
+
+def test_benchmark_measures_a_host_and_the_router_behind_the_gateway():
+    """playbooks/benchmark.yml as an operator runs it: one workstation straight and the fleet's front door (the
+    gateway's API port, a client key, the fleet CA) as an extra endpoint, one report."""
+    with tempfile.TemporaryDirectory(prefix="llmfleet-bench-") as report_dir:
+        settings = {
+            "benchmark_hosts": WS1, "benchmark_report_dir": report_dir, "benchmark_prompt_tokens": 32,
+            "benchmark_max_tokens": 8, "benchmark_concurrency": [1, 2], "benchmark_repeats": 1,
+            "benchmark_model_weight_gb": 0.006, "benchmark_tensor_parallel_size": 1,
+            "benchmark_extra_endpoints": [{
+                "name": "router", "model": MODEL, "api_key": CLIENT_KEYS["alice"], "ca_path": str(CA_FILE),
+                "base_url": "https://%s:%d/v1" % (address(FRONTEND), GATEWAY_DEFAULTS["gateway_api_port"])}]}
+        completed = run_playbook(REPO / "playbooks" / "benchmark.yml", settings)
+        assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-2000:]
+        report = (Path(report_dir) / "benchmark-latest.md").read_text()
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        (OUTPUT / "benchmark.md").write_text(report)
+    rows = {line.split("|")[1].strip(): line for line in report.splitlines() if line.startswith("| ")}
+    assert WS1 in rows and "router" in rows, report
+    # Both rows carry measured numbers: the aggregate at each concurrency (only an engine behind the router makes
+    # tokens; a failed endpoint is a row with its reason, and fails the run).
+    for name in (WS1, "router"):
+        assert re.search(r"c=1: [0-9.]+, c=2: [0-9.]+", rows[name]), report
 
 
 def test_bad_requests_get_the_routers_error_and_reach_no_workstation():
@@ -208,11 +336,7 @@ def test_a_stopped_engine_fails_only_what_it_had_and_gets_traffic_again_once_sta
 
 def drain(action):
     """Run the router role's drain or undrain entry point for llmfleet-router-ws2 (drain.yml)."""
-    return subprocess.run(
-        ["ansible-playbook", "-i", INVENTORY, str(SCENARIO / "drain.yml"),
-         "-e", json.dumps({"router_drain_action": action, "router_drain_host": WS2})],
-        capture_output=True, text=True, timeout=600, check=False,
-        env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".cache" / "collections")))
+    return run_playbook(SCENARIO / "drain.yml", {"router_drain_action": action, "router_drain_host": WS2}, timeout=600)
 
 
 def test_drain_under_load_fails_no_request_and_the_drained_host_gets_none():
@@ -286,11 +410,8 @@ def test_a_rolling_update_of_both_hosts_under_load_fails_no_request():
     loader = threading.Thread(target=loads)
     loader.start()
     environment = dict(WORKSTATIONS["vllm_service_environment"], LLMFLEET_ROLL="%d" % time.time())
-    rolled = subprocess.run(
-        ["ansible-playbook", "-i", INVENTORY, str(REPO / "playbooks" / "rolling_update.yml"),
-         "-e", json.dumps({"vllm_service_environment": environment, "rolling_update_batch_size": 1})],
-        capture_output=True, text=True, timeout=1500, check=False,
-        env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".cache" / "collections"), LLMFLEET_REPO=str(REPO)))
+    rolled = run_playbook(REPO / "playbooks" / "rolling_update.yml",
+                          {"vllm_service_environment": environment, "rolling_update_batch_size": 1}, timeout=1500)
     done.set()
     loader.join(timeout=900)
     (OUTPUT / "rolling.json").write_text(json.dumps(summaries, indent=1))
