@@ -294,8 +294,10 @@ def test_forty_requests_land_on_both_hosts_each_within_a_fair_share():
     landed = {WS1: completions_since(WS1, start), WS2: completions_since(WS2, start)}
     (OUTPUT / "spread.json").write_text(json.dumps(landed))
     assert sum(landed.values()) == 40, landed
-    # A fair share: each host between 30 % and 70 % of the requests.
-    assert all(12 <= count <= 28 for count in landed.values()), landed
+    # A fair share: each host between 25 % and 75 % of the requests. The router's default picks at random, so two
+    # equal hosts fall outside by chance in 7 of 10,000 runs (binomial, 40 draws); least-busy sent 38 of 40 to the
+    # first host here, the engines answering faster than the router handed them requests (docs/router.md).
+    assert all(10 <= count <= 30 for count in landed.values()), landed
 
 
 def test_a_stopped_engine_fails_only_what_it_had_and_gets_traffic_again_once_started():
