@@ -98,6 +98,10 @@ def proxy_config(upstream_list: Sequence[Mapping[str, Any]], settings: Mapping[s
             "allowed_fails": _positive(settings, "allowed_fails", allow_zero=True),
             "cooldown_time": _positive(settings, "cooldown_time"),
             "timeout": timeout,
+            # A retry after a retryable failure (a refused connection, a 5xx) otherwise draws again from every
+            # deployment, the failed one included: with one of two workstations down, 5 of 200 requests failed with
+            # three draws on it; with failover to the others, none (docs/router.md). simple-shuffle only.
+            "enable_weighted_failover": True,
         },
         "litellm_settings": {"request_timeout": timeout, "telemetry": False},
         "general_settings": general,

@@ -69,7 +69,7 @@ def test_config_lists_one_deployment_per_workstation_grouped_by_model_with_the_r
     assert config["router_settings"] == {
         "routing_strategy": ROUTER["router_routing_strategy"], "num_retries": ROUTER["router_num_retries"],
         "allowed_fails": ROUTER["router_allowed_fails"], "cooldown_time": ROUTER["router_cooldown_time"],
-        "timeout": ROUTER["router_request_timeout"]}
+        "timeout": ROUTER["router_request_timeout"], "enable_weighted_failover": True}
 
 
 def test_health_checks_off_leaves_them_out():
