@@ -326,12 +326,18 @@ def test_a_stopped_engine_fails_only_what_it_had_and_gets_traffic_again_once_sta
     loader.start()
     time.sleep(4)
     stop_began = time.time()
-    # Not waiting for the stop: the engine takes its time over requests in flight, and the load goes on meanwhile.
-    target(WS2).check_output("systemctl stop --no-block vllm")
-    watcher = threading.Thread(target=wait_for_refusal, args=(address(WS2), 8000, closed))
-    watcher.start()
-    loader.join(timeout=900)
-    watcher.join(timeout=300)
+    try:
+        # Not waiting for the stop: the engine takes its time over requests in flight, and the load goes on meanwhile.
+        target(WS2).check_output("systemctl stop --no-block vllm")
+        watcher = threading.Thread(target=wait_for_refusal, args=(address(WS2), 8000, closed))
+        watcher.start()
+        loader.join(timeout=900)
+        watcher.join(timeout=300)
+    finally:
+        # Started again whatever the checks below find, so that the next checks meet two engines.
+        target(WS2).check_output("systemctl start vllm")
+        wait_for_engine(WS2)
+    ready_at = time.time()
     result, records = summary["result"]
     (OUTPUT / "stop.json").write_text(json.dumps(dict(result, stop_began=stop_began, port_closed_at=closed.get("at"))))
     assert "at" in closed, "the stopped engine's port still took connections after 300 s"
@@ -343,9 +349,6 @@ def test_a_stopped_engine_fails_only_what_it_had_and_gets_traffic_again_once_sta
     later = [record for record in records if result["started_at"] + record["start_s"] > closed["at"] + STOP_GRACE_S]
     assert len(later) >= CONCURRENCY, "the load ended before the engine's port closed: %s" % result
     assert [record for record in later if record["error"] is not None] == [], result
-    target(WS2).check_output("systemctl start vllm")
-    wait_for_engine(WS2)
-    ready_at = time.time()
     back = run_load(requests=40, prefix="back")[0]
     assert back["failed"] == 0, back
     first = first_completion_after(WS2, ready_at - 1)
