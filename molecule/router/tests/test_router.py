@@ -197,8 +197,8 @@ def test_open_webui_has_the_router_as_its_one_connection():
     container = json.loads(target(FRONTEND).check_output(
         "podman inspect %s" % WEBUI_DEFAULTS["open_webui_container_name"]))
     env = dict(entry.split("=", 1) for entry in container[0]["Config"]["Env"])
-    assert env["OPENAI_API_BASE_URLS"] == "http://%s:%d/v1" % (ROUTER_DEFAULTS["router_listen_address"],
-                                                                ROUTER_DEFAULTS["router_port"])
+    router_url = "http://%s:%d/v1" % (ROUTER_DEFAULTS["router_listen_address"], ROUTER_DEFAULTS["router_port"])
+    assert env["OPENAI_API_BASE_URLS"] == router_url
     assert env["OPENAI_API_KEYS"] == ROUTER_KEY
 
 
