@@ -86,10 +86,15 @@ def run_load(url=ROUTER, key=ROUTER_KEY, *, model=MODEL, requests=40, prefix="Re
     return full["summary"], full["records"]
 
 
+def requests_since(name, since, path):
+    """How many POSTs to `path` the host's engine logged since `since` (epoch seconds)."""
+    log = target(name).check_output("journalctl -u vllm --since @%d -o cat --no-pager" % int(since))
+    return sum(1 for line in log.splitlines() if "POST %s " % path in line)
+
+
 def completions_since(name, since):
     """How many /v1/completions requests the host's engine logged since `since` (epoch seconds)."""
-    log = target(name).check_output("journalctl -u vllm --since @%d -o cat --no-pager" % int(since))
-    return sum(1 for line in log.splitlines() if "POST /v1/completions" in line)
+    return requests_since(name, since, "/v1/completions")
 
 
 def first_completion_after(name, since):
@@ -157,10 +162,6 @@ def run_playbook(playbook, extra_vars, timeout=900):
         env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".cache" / "collections"), LLMFLEET_REPO=str(REPO)))
 
 
-def requests_since(name, since, path):
-    """How many POSTs to `path` the host's engine logged since `since` (epoch seconds)."""
-    log = target(name).check_output("journalctl -u vllm --since @%d -o cat --no-pager" % int(since))
-    return sum(1 for line in log.splitlines() if "POST %s " % path in line)
 
 
 def test_router_runs_hardened_on_the_loopback_only():
