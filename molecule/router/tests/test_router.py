@@ -162,8 +162,6 @@ def run_playbook(playbook, extra_vars, timeout=900):
         env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".cache" / "collections"), LLMFLEET_REPO=str(REPO)))
 
 
-
-
 def test_router_runs_hardened_on_the_loopback_only():
     host = target(FRONTEND)
     service = host.service(ROUTER_DEFAULTS["router_service_name"])
