@@ -423,6 +423,11 @@ def test_failed_update_is_rolled_back_to_the_previous_venv(broken_release):
     unit_before = healthy.file("/etc/systemd/system/vllm.service").content_string
     env_before = healthy.file("/etc/llmfleet/vllm.env").content_string
     assert VENV in unit_before
+    # Use up the unit's start limit (StartLimitBurst=3 in 600 s), as a few updates in a row would: the update's own
+    # restart must still go through and meet the health gate, not systemd's start-limit-hit.
+    healthy.run_expect([0], "systemctl reset-failed vllm.service")
+    for _ in range(3):
+        healthy.run_expect([0], "systemctl restart vllm.service")
     completed = playbook("rolling_update.yml", "--limit", HEALTHY, "-e", "vllm_version=%s" % broken_release,
                          "-e", settings_with(LLMFLEET_ROLLOUT=1),
                          # The broken engine never answers: give up on it soon; the rollback still waits in full.
