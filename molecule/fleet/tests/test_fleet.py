@@ -426,8 +426,7 @@ def test_failed_update_is_rolled_back_to_the_previous_venv(broken_release):
     # Use up the unit's start limit (StartLimitBurst=3 in 600 s), as a few updates in a row would: the update's own
     # restart must still go through and meet the health gate, not systemd's start-limit-hit.
     healthy.run_expect([0], "systemctl reset-failed vllm.service")
-    for _ in range(3):
-        healthy.run_expect([0], "systemctl restart vllm.service")
+    healthy.run_expect([0], " && ".join(["systemctl restart vllm.service"] * 3))
     completed = playbook("rolling_update.yml", "--limit", HEALTHY, "-e", "vllm_version=%s" % broken_release,
                          "-e", settings_with(LLMFLEET_ROLLOUT=1),
                          # The broken engine never answers: give up on it soon; the rollback still waits in full.

@@ -387,7 +387,9 @@ def test_module_measures_through_a_real_child_process(fake_nvml, run_module, mon
     result = run_module(gpu_p2p_bandwidth, {"python": sys.executable, "buffer_size_mib": 8})
     assert "failed" not in result, result.get("msg")
     pair = result["ansible_facts"]["llmfleet_p2p_bandwidth"]["pairs"][0]
-    assert pair["directions"][0]["unidirectional_gbps"] == pytest.approx(50.0, rel=0.01)
+    # The fake copies take real time (sleeps); on a loaded machine a sleep overruns, never ends early, so the figure
+    # may come out a little low (49.44 seen at load 8) but never high.
+    assert 45.0 <= pair["directions"][0]["unidirectional_gbps"] <= 50.5
     assert result["ansible_facts"]["llmfleet_p2p_bandwidth"]["torch_version"] == "0.0.0+fake"
 
 
