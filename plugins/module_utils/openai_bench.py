@@ -118,6 +118,7 @@ def stream_completion(url, payload, *, api_key=None, timeout=120.0, validate_cer
     chunks = 0
     usage = None
     done = False
+    events, last_event = 0, None  # quoted when no token came, so that the reason is in the message
     try:
         response = open_url(url, data=data, headers=headers, method="POST", timeout=timeout,
                             validate_certs=validate_certs, ca_path=ca_path, follow_redirects="none")
@@ -127,6 +128,8 @@ def stream_completion(url, payload, *, api_key=None, timeout=120.0, validate_cer
                 if not line.startswith("data:"):
                     continue  # blank separators, ": keep-alive" comments, "event:" lines
                 data_text = line[len("data:"):].strip()
+                if data_text != "[DONE]":
+                    events, last_event = events + 1, data_text
                 if data_text == "[DONE]":
                     done = True
                     break
@@ -171,8 +174,9 @@ def stream_completion(url, payload, *, api_key=None, timeout=120.0, validate_cer
         raise BenchError("the stream from %s ended before 'data: [DONE]' (%d chunks received): the server closed "
                          "the connection early" % (url, chunks))
     if first_token is None:
-        raise BenchError("the server at %s streamed no tokens for model %r: check max_tokens and the server log"
-                         % (url, payload.get("model")))
+        raise BenchError("the server at %s streamed no tokens for model %r (%d events, the last before [DONE]: %s): "
+                         "check max_tokens and the server log"
+                         % (url, payload.get("model"), events, repr(last_event[:300]) if last_event else "none"))
     completion_tokens = int((usage or {}).get("completion_tokens") or chunks)
     prompt_tokens = (usage or {}).get("prompt_tokens")
     return {

@@ -133,7 +133,17 @@ def tensor_shapes(config: dict) -> dict:
     return shapes
 
 
-def random_weights(config: dict, seed: int) -> dict:
+def silent_token_ids(tokenizer: Tokenizer) -> list:
+    """Tokens that stream no text on their own: the special tokens and the lone bytes of multi-byte characters."""
+    return [token_id for token_id in range(tokenizer.get_vocab_size())
+            if tokenizer.decode([token_id], skip_special_tokens=True).strip("\ufffd") == ""]
+
+
+def random_weights(config: dict, seed: int, silent_ids=()) -> dict:
+    """Random weights; the output rows of silent_ids are zero. Greedy decoding then never picks those tokens (their
+    logit is 0, while the largest of the ~370 others is about 3 standard deviations above it), so every generated token
+    streams text: an OpenAI proxy such as LiteLLM drops stream events whose text is empty, and a random model that
+    settles on a silent token would stream nothing through it."""
     rng = np.random.default_rng(seed)
     tensors = {}
     for name, shape in sorted(tensor_shapes(config).items()):  # sorted: draw order fixed by name
@@ -141,6 +151,7 @@ def random_weights(config: dict, seed: int) -> dict:
             tensors[name] = np.ones(shape, dtype=np.float32)
         else:
             tensors[name] = rng.normal(0.0, config["initializer_range"], size=shape).astype(np.float32)
+    tensors["lm_head.weight"][list(silent_ids)] = 0.0
     return tensors
 
 
@@ -186,7 +197,7 @@ def make_tiny_model(dest: Path, seed: int = 0) -> dict:
     })
     write_json(dest / "special_tokens_map.json", {"bos_token": BOS, "eos_token": EOS, "unk_token": UNK})
     weights = dest / "model.safetensors"
-    save_file(random_weights(config, seed), str(weights), metadata={"format": "pt"})
+    save_file(random_weights(config, seed, silent_token_ids(tokenizer)), str(weights), metadata={"format": "pt"})
     weights.chmod(0o644)  # safetensors creates it 0600; the other files follow the umask
     (dest / "README.md").write_text(model_card(config, seed), encoding="utf-8")
     return config

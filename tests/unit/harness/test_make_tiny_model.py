@@ -5,6 +5,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from safetensors.numpy import load_file
 from tokenizers import Tokenizer
@@ -101,3 +102,17 @@ def test_tokenizer_round_trips_and_chat_template_renders(model_dir):
         messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
         add_generation_prompt=True, bos_token="<s>")
     assert rendered == "<s>system: Be brief.\nuser: Hi\nassistant: "
+
+
+def test_tokens_that_stream_no_text_are_never_the_greedy_choice(maker, model_dir):
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    silent = maker.silent_token_ids(tokenizer)
+    # The three special tokens and the 128 lone bytes of multi-byte UTF-8 characters (the corpus is ASCII).
+    assert len(silent) == 3 + 128
+    assert {tokenizer.token_to_id(token) for token in ("<unk>", "<s>", "</s>")} <= set(silent)
+    head = load_file(str(model_dir / "model.safetensors"))["lm_head.weight"]
+    assert not head[silent].any()
+    # Any final hidden state: a silent token's logit is 0, below the largest of the others.
+    states = np.random.default_rng(7).normal(size=(1000, head.shape[1])).astype(np.float32)
+    chosen = (states @ head.T).argmax(axis=1)
+    assert not set(chosen.tolist()) & set(silent)

@@ -162,6 +162,15 @@ def test_stream_cut_before_done_is_an_error():
         run_benchmark(params(server.base_url, warmup_requests=0, concurrency=[1], repeats=1))
 
 
+def test_a_stream_without_tokens_quotes_what_the_server_sent():
+    # A proxy can end a stream properly yet carry no token (text null): the message shows the events it did send.
+    with FakeVllm(text=None) as server, pytest.raises(BenchError) as raised:
+        run_benchmark(params(server.base_url, warmup_requests=0, concurrency=[1], repeats=1, max_tokens=3))
+    message = str(raised.value)
+    assert "streamed no tokens for model 'tiny-llama' (4 events, the last before [DONE]: " in message
+    assert '"completion_tokens": 3' in message
+
+
 def test_a_stalled_server_hits_the_timeout():
     with FakeVllm(ttft_s=1.5) as server, pytest.raises(BenchError, match="no answer from .* within timeout 0.3 s"):
         run_benchmark(params(server.base_url, timeout=0.3, warmup_requests=0, concurrency=[1], repeats=1))
