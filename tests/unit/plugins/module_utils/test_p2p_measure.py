@@ -219,7 +219,9 @@ def test_runs_from_stdin_and_prints_one_result_line():
     result, stderr = run_script({"FAKE_TORCH_CONFIG": json.dumps(config)})
     assert result["measured"] is True
     assert result["version"] == p2p_measure.FORMAT_VERSION
-    assert result["pairs"][0]["directions"][0]["unidirectional_gbps"] == pytest.approx(50.0, rel=0.01)
+    # The fake copy sleeps for the time 50 GB/s takes; a loaded machine oversleeps, never undersleeps, so the figure
+    # is bounded above tightly and below loosely.
+    assert 45.0 <= result["pairs"][0]["directions"][0]["unidirectional_gbps"] <= 50.5
     assert result["size_bytes"] == 8 * MIB
     assert "GPU 0 <-> GPU 1" in stderr  # progress, for whoever ends a hung run
 
