@@ -128,11 +128,10 @@ def stream_completion(url, payload, *, api_key=None, timeout=120.0, validate_cer
                 if not line.startswith("data:"):
                     continue  # blank separators, ": keep-alive" comments, "event:" lines
                 data_text = line[len("data:"):].strip()
-                if data_text != "[DONE]":
-                    events, last_event = events + 1, data_text
                 if data_text == "[DONE]":
                     done = True
                     break
+                events, last_event = events + 1, data_text
                 try:
                     chunk = json.loads(data_text)
                 except ValueError:

@@ -5,7 +5,7 @@
 #   - pipelining: the module goes to the target's Python on stdin of one `podman exec -i`, instead of a mkdir, a copy,
 #     an exec and a rm (each `podman exec` costs about 0.4 s there);
 #   - the container's filesystem is mounted only when a file is copied, not at every task's connect.
-# The targets are root systemd containers without become, so pipelining needs no tty and no sudo settings.
+# Pipelining needs no tty: the targets connect as root, and tasks that use become run `sudo -n`, which asks nothing.
 from __future__ import annotations
 
 import shlex
