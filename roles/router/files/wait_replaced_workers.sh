@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Usage: wait_replaced_workers.sh SERVICE WORKERS DRAIN_TIMEOUT
 # Waits until the router's gunicorn master has only WORKERS children left after a reload. LiteLLM's worker cancels
 # what is left after DRAIN_TIMEOUT seconds, but a worker can still hang in its own shutdown after that (seen on a
