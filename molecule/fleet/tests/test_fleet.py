@@ -449,15 +449,20 @@ def test_failed_update_is_rolled_back_to_the_previous_venv(broken_release):
 
 
 # ---- site.yml again on the healthy workstation: the restart gate --------------------------------------------------
+# Each run is limited to the service's stage, as an operator changing only vllm_service_* settings runs it (site.yml's
+# header: --tags vllm_service runs the engine and weights stages too, which change nothing here); the whole site.yml
+# already ran three times above (converge, idempotence, --check).
+SERVICE_ONLY = ("--limit", HEALTHY, "--tags", "vllm_service")
+
 
 
 def test_hot_gpu_holds_back_a_restart():
     """A change that needs a restart meets GPUs above the service's limit (the scenario's cores run at 41 C, the
-    limit is set to 35 C; the host gates at the role's own limit still pass): the play stops at the restart gate
-    after the cooldown wait, the running engine is left alone, and the pending restart is remembered."""
+    limit is set to 35 C): the play stops at the restart gate after the cooldown wait, the running engine is left
+    alone, and the pending restart is remembered."""
     healthy = target(HEALTHY)
     pid = main_pid(healthy)
-    completed = playbook("site.yml", "--limit", HEALTHY, "-e", "vllm_service_max_core_temp_c=35",
+    completed = playbook("site.yml", *SERVICE_ONLY, "-e", "vllm_service_max_core_temp_c=35",
                          "-e", "vllm_service_cooldown_timeout=5", "-e", settings_with(LLMFLEET_TEST=1),
                          callback="default")
     output = completed.stdout + completed.stderr
@@ -478,7 +483,7 @@ def test_engine_refusing_the_context_fails_the_play_at_once_with_its_reason():
     engine's own reason and the variable to change."""
     limit = json.loads((TINY_MODEL / "config.json").read_text())["max_position_embeddings"]
     too_long = limit * 8
-    completed = playbook("site.yml", "--limit", HEALTHY, "-e", "vllm_service_max_model_len=%d" % too_long,
+    completed = playbook("site.yml", *SERVICE_ONLY, "-e", "vllm_service_max_model_len=%d" % too_long,
                          "-e", "vllm_service_tensor_parallel_size=1", "-e", "vllm_service_pipeline_parallel_size=1",
                          "-e", "vllm_service_max_num_seqs=%d" % WORKSTATIONS["vllm_service_plan_max_num_seqs"])
     report = report_of(completed)
@@ -499,7 +504,7 @@ def test_the_next_run_within_the_limits_restarts_and_serves_again():
     """The next run with the scenario's own settings, its GPUs within the limits: the restart pending since the hot
     run happens, the refused settings are gone, the API answers again and the marker is gone."""
     healthy = target(HEALTHY)
-    completed = playbook("site.yml", "--limit", HEALTHY, callback="default")
+    completed = playbook("site.yml", *SERVICE_ONLY, callback="default")
     assert completed.returncode == 0, (completed.stdout + completed.stderr)[-3000:]
     assert not healthy.file("/etc/llmfleet/vllm.restart-pending").exists
     assert "LLMFLEET_TEST" not in healthy.file("/etc/llmfleet/vllm.env").content_string

@@ -154,12 +154,18 @@ def from_controller(url, key=None, body=None, method=None):
         return status, None
 
 
-def run_playbook(playbook, extra_vars, timeout=900):
-    """ansible-playbook against the scenario's inventory, as an operator runs it; the completed process."""
-    return subprocess.run(
-        ["ansible-playbook", "-i", INVENTORY, str(playbook), "-e", json.dumps(extra_vars)],
-        capture_output=True, text=True, timeout=timeout, check=False,
-        env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".cache" / "collections"), LLMFLEET_REPO=str(REPO)))
+def run_playbook(playbook, extra_vars, timeout=900, log=None):
+    """ansible-playbook against the scenario's inventory, as an operator runs it; the completed process. With `log`,
+    its output, each task timed (profile_tasks), is kept as OUTPUT/<log>."""
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".cache" / "collections"), LLMFLEET_REPO=str(REPO))
+    if log:
+        env["ANSIBLE_CALLBACKS_ENABLED"] = "ansible.posix.profile_tasks"
+    completed = subprocess.run(["ansible-playbook", "-i", INVENTORY, str(playbook), "-e", json.dumps(extra_vars)],
+                               capture_output=True, text=True, timeout=timeout, check=False, env=env)
+    if log:
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        (OUTPUT / log).write_text(completed.stdout + completed.stderr)
+    return completed
 
 
 def test_router_runs_hardened_on_the_loopback_only():
@@ -435,7 +441,8 @@ def test_a_rolling_update_of_both_hosts_under_load_fails_no_request():
     loader.start()
     environment = dict(WORKSTATIONS["vllm_service_environment"], LLMFLEET_ROLL="%d" % time.time())
     rolled = run_playbook(REPO / "playbooks" / "rolling_update.yml",
-                          {"vllm_service_environment": environment, "rolling_update_batch_size": 1}, timeout=1500)
+                          {"vllm_service_environment": environment, "rolling_update_batch_size": 1}, timeout=1500,
+                          log="rolling_update.log")
     done.set()
     loader.join(timeout=900)
     (OUTPUT / "rolling.json").write_text(json.dumps(summaries, indent=1))
