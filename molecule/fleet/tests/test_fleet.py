@@ -455,7 +455,6 @@ def test_failed_update_is_rolled_back_to_the_previous_venv(broken_release):
 SERVICE_ONLY = ("--limit", HEALTHY, "--tags", "vllm_service")
 
 
-
 def test_hot_gpu_holds_back_a_restart():
     """A change that needs a restart meets GPUs above the service's limit (the scenario's cores run at 41 C, the
     limit is set to 35 C): the play stops at the restart gate after the cooldown wait, the running engine is left
