@@ -5,8 +5,8 @@
 Scenarios start in the order given (put the longest first: it sets the total), at most N at a time. Each one's
 whole output goes to DIR/<scenario>.log; the terminal gets one line when a scenario starts and one when it ends,
 with its wall time and the time of each of molecule's actions (create, converge, verify, ...), and the last lines of
-its log when it failed. Every scenario runs even after a failure; the
-exit status is 1 when any failed. Each result is appended to FILE in the format of tests/harness/timed.sh.
+its log when it failed. Every scenario runs even after a failure; the exit status is 1 when any failed. Each result
+is appended to FILE in the format of tests/harness/timed.sh.
 """
 
 import argparse
